@@ -1,0 +1,45 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let package = Package(
+    name: "efivarfs-bridge",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "SvsmEfiVars", targets: ["SvsmEfiVars"]),
+        .executable(name: "efivarfs-bridge", targets: ["efivarfs-bridge"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CFuse",
+            pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]
+        ),
+        .target(
+            name: "SvsmEfiVars",
+            dependencies: [
+                .product(name: "OrderedCollections", package: "swift-collections"),
+            ]
+        ),
+        .executableTarget(
+            name: "efivarfs-bridge",
+            dependencies: [
+                "CFuse",
+                "SvsmEfiVars",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "SvsmEfiVarsTests",
+            dependencies: ["SvsmEfiVars"]
+        ),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["SvsmEfiVars"]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

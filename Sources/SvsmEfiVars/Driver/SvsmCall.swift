@@ -1,0 +1,129 @@
+import Foundation
+
+/// Why a guest-side SVSM call failed (Linux turns all of these into -EINVAL).
+public enum SvsmCallError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// call_pending was still set after the VMGEXIT: the SVSM never ran the call.
+    case notExecuted
+    /// The GHCB MSR did not hold a VMPL response (0x017, upper half 0).
+    case badGhcbResponse(UInt64)
+    /// The SVSM answered with an error result.
+    case failed(SvsmResultCode)
+    /// INCOMPLETE or BUSY kept coming back (Linux would loop forever with IRQs off).
+    case retriesExhausted(SvsmResultCode, attempts: Int)
+
+    public var description: String {
+        switch self {
+        case .notExecuted: return "SVSM call not executed (call_pending still 1)"
+        case .badGhcbResponse(let v): return "bad GHCB MSR response 0x\(String(v, radix: 16))"
+        case .failed(let r): return "SVSM returned \(r.name)"
+        case .retriesExhausted(let r, let n): return "SVSM kept answering \(r.name) (\(n) attempts)"
+        }
+    }
+}
+
+/// One finished SVSM call, for traces and statistics.
+public struct SvsmCallRecord: Sendable {
+    public var startNanoseconds: UInt64
+    public var durationNanoseconds: UInt64
+    public var apicId: UInt32
+    public var caa: GuestPhysicalAddress
+    public var call: SvsmCallId
+    public var input: SvsmRegisters
+    public var output: SvsmRegisters
+    public var attempts: Int
+    public var error: SvsmCallError?
+    /// For protocol 4: the MM function and the EFI status in the message.
+    public var mmFunction: SmmVariableFunction?
+    public var efiStatus: EfiStatus?
+
+    public var resultName: String {
+        if let e = error {
+            if case .failed(let r) = e { return r.name }
+            if case .retriesExhausted(let r, _) = e { return r.name }
+            if case .notExecuted = e { return "NOT_EXECUTED" }
+            return "BAD_GHCB_RESPONSE"
+        }
+        return SvsmResultCode(rawValue: UInt32(truncatingIfNeeded: output.rax)).name
+    }
+}
+
+/// Receives every SVSM call the guest makes (the `--trace` writer, statistics).
+public protocol SvsmCallObserver: Sendable {
+    func svsmCallCompleted(_ record: SvsmCallRecord)
+}
+
+/// The guest's side of an SVSM call (Linux `svsm_perform_call_protocol`,
+/// `svsm_perform_msr_protocol`, `svsm_issue_call`), over the GHCB MSR protocol.
+public struct SvsmCallTransport: Sendable {
+    public let memory: GuestMemory
+    public let hypervisor: Hypervisor
+    /// Bound on INCOMPLETE/BUSY retries; Linux loops without bound.
+    public var maxRetries: Int
+    public var observer: (any SvsmCallObserver)?
+
+    public init(memory: GuestMemory, hypervisor: Hypervisor, maxRetries: Int = 16, observer: (any SvsmCallObserver)? = nil) {
+        self.memory = memory; self.hypervisor = hypervisor; self.maxRetries = maxRetries; self.observer = observer
+    }
+
+    /// Issues `call` on `vcpu` through the CAA at `caa` (which must be that vCPU's: the
+    /// caller holds the vCPU, the model of IRQs off). Returns the output registers.
+    @discardableResult
+    public func perform(_ call: SvsmCallId, rcx: UInt64 = 0, rdx: UInt64 = 0, r8: UInt64 = 0, r9: UInt64 = 0,
+                        on vcpu: Vcpu, caa: GuestPhysicalAddress,
+                        annotate: ((inout SvsmCallRecord) -> Void)? = nil) throws(SvsmCallError) -> SvsmRegisters {
+        let input = SvsmRegisters(rax: call.rax, rcx: rcx, rdx: rdx, r8: r8, r9: r9)
+        let start = DispatchTime.now().uptimeNanoseconds
+        var attempts = 0
+        var output = SvsmRegisters()
+        var failure: SvsmCallError?
+        while true {
+            attempts += 1
+            do {
+                output = try msrProtocol(input, on: vcpu, caa: caa)
+            } catch {
+                failure = error
+                break
+            }
+            let result = SvsmResultCode(rawValue: UInt32(truncatingIfNeeded: output.rax))
+            if output.rax == 0 { break }
+            if result == .incomplete || result == .busy {
+                if attempts > maxRetries { failure = .retriesExhausted(result, attempts: attempts); break }
+                continue  // the same registers again, call_pending set again
+            }
+            failure = .failed(result)
+            break
+        }
+        if let o = observer {
+            var record = SvsmCallRecord(startNanoseconds: start, durationNanoseconds: DispatchTime.now().uptimeNanoseconds - start,
+                                        apicId: vcpu.apicId, caa: caa, call: call, input: input, output: output,
+                                        attempts: attempts, error: failure)
+            annotate?(&record)
+            o.svsmCallCompleted(record)
+        }
+        if let f = failure { throw f }
+        return output
+    }
+
+    /// `svsm_perform_msr_protocol`: save the GHCB MSR, request VMPL0, issue the call, check
+    /// the response, restore the MSR.
+    func msrProtocol(_ input: SvsmRegisters, on vcpu: Vcpu, caa: GuestPhysicalAddress) throws(SvsmCallError) -> SvsmRegisters {
+        let saved = vcpu.ghcbMsr
+        vcpu.ghcbMsr = GhcbMsr.vmplRequest(level: 0)
+        let (pending, output) = issue(input, on: vcpu, caa: caa)
+        let response = vcpu.ghcbMsr
+        vcpu.ghcbMsr = saved
+        guard response & 0xfff == GhcbMsr.vmplResponse, response >> 32 == 0 else { throw .badGhcbResponse(response) }
+        guard pending == 0 else { throw .notExecuted }
+        return output
+    }
+
+    /// `svsm_issue_call`: registers in, call_pending = 1, VMGEXIT, xchg(call_pending, 0),
+    /// registers out.
+    func issue(_ input: SvsmRegisters, on vcpu: Vcpu, caa: GuestPhysicalAddress) -> (pending: UInt8, output: SvsmRegisters) {
+        vcpu.registers = input
+        try? memory.writeU8(caa.advanced(by: CallingArea.callPendingOffset), 1)
+        hypervisor.vmgexit(vcpu)
+        let pending = (try? memory.exchangeU8(caa.advanced(by: CallingArea.callPendingOffset), 0)) ?? 1
+        return (pending, vcpu.registers)
+    }
+}

@@ -1,0 +1,162 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Synchronization
+
+public enum GuestMemoryError: Error, Equatable, Sendable {
+    /// The range is not inside guest RAM.
+    case outOfRange(GuestRegion)
+    /// The page allocator has no free range of the requested size.
+    case outOfMemory(pages: Int)
+}
+
+/// The guest's physical address space: RAM backed by one anonymous mapping, a memory map
+/// that leaves out the range the SVSM occupies, and a page allocator for the guest kernel
+/// and firmware.
+///
+/// Pages are backed lazily by the host (MAP_NORESERVE), so a 64 KiB MM buffer that is
+/// mostly unused costs only the pages really touched.
+///
+/// Both sides of the trust boundary address this memory by GPA only. The guest's own
+/// accessors here check that a range is RAM; the SVSM adds its own checks on top
+/// (see `SvsmGuestAccess`).
+public final class GuestMemory: @unchecked Sendable {
+    public static let pageSize = Int(GuestPhysicalAddress.pageSize)
+
+    public let ramSize: UInt64
+    /// RAM the guest owns, as the SVSM's MEMORY_MAP lists it (the SVSM range is not in it).
+    public let memoryMap: [GuestRegion]
+    /// The range the SVSM occupies (the secrets page's SVSM_BASE / SVSM_SIZE).
+    public let svsmRegion: GuestRegion
+
+    private let base: UnsafeMutableRawPointer
+    private let allocator: Mutex<PageAllocator>
+
+    struct PageAllocator {
+        var next: UInt64
+        let limit: UInt64
+        var freeSingles: [UInt64] = []
+        var reserved: [GuestRegion] = []
+    }
+
+    /// - Parameters:
+    ///   - ramSize: bytes of guest RAM, a multiple of 2 MiB.
+    ///   - svsmRegion: the SVSM's private range inside RAM.
+    ///   - firstAllocatable: where the page allocator starts (below it: fixed pages such as
+    ///     the secrets page and firmware's pages).
+    public init(ramSize: UInt64 = 1 << 30,
+                svsmRegion: GuestRegion = GuestRegion(start: GuestPhysicalAddress(0x0800_0000), length: 0x0100_0000),
+                firstAllocatable: UInt64 = 0x0010_0000) {
+        precondition(ramSize % (2 << 20) == 0 && ramSize > 0)
+        self.ramSize = ramSize
+        self.svsmRegion = svsmRegion
+        var map: [GuestRegion] = []
+        if svsmRegion.start.rawValue > 0 {
+            map.append(GuestRegion(start: GuestPhysicalAddress(0), length: svsmRegion.start.rawValue))
+        }
+        let afterSvsm = svsmRegion.end!
+        if afterSvsm < ramSize {
+            map.append(GuestRegion(start: GuestPhysicalAddress(afterSvsm), length: ramSize - afterSvsm))
+        }
+        self.memoryMap = map
+        let p = mmap(nil, Int(ramSize), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+        precondition(p != MAP_FAILED, "cannot map guest RAM")
+        self.base = p!
+        self.allocator = Mutex(PageAllocator(next: firstAllocatable, limit: ramSize))
+    }
+
+    deinit { munmap(base, Int(ramSize)) }
+
+    /// True when the whole range is inside one memory-map entry.
+    public func isGuestRam(_ region: GuestRegion) -> Bool {
+        memoryMap.contains { $0.contains(region) }
+    }
+
+    /// Allocates `count` contiguous, page-aligned, zeroed pages of guest RAM.
+    public func allocatePages(_ count: Int = 1, alignment: UInt64 = GuestPhysicalAddress.pageSize) throws(GuestMemoryError) -> GuestPhysicalAddress {
+        let svsm = svsmRegion
+        let result: GuestPhysicalAddress? = allocator.withLock { a in
+            if count == 1, alignment == GuestPhysicalAddress.pageSize, let p = a.freeSingles.popLast() {
+                return GuestPhysicalAddress(p)
+            }
+            var start = (a.next + alignment - 1) / alignment * alignment
+            let bytes = UInt64(count) * GuestPhysicalAddress.pageSize
+            if GuestRegion(start: GuestPhysicalAddress(start), length: bytes).overlaps(svsm) {
+                start = (svsm.end! + alignment - 1) / alignment * alignment
+            }
+            guard start + bytes <= a.limit else { return nil }
+            a.next = start + bytes
+            return GuestPhysicalAddress(start)
+        }
+        guard let gpa = result else { throw .outOfMemory(pages: count) }
+        memset(base + Int(gpa.rawValue), 0, count * GuestMemory.pageSize)
+        return gpa
+    }
+
+    /// Returns one page to the allocator.
+    public func freePage(_ gpa: GuestPhysicalAddress) {
+        precondition(gpa.pageAligned)
+        allocator.withLock { $0.freeSingles.append(gpa.rawValue) }
+    }
+
+    /// Marks pages as reserved in the guest's own memory map (firmware's reserved pages);
+    /// the memory stays RAM, the record is informational for the boot story.
+    public func reserve(_ region: GuestRegion) {
+        allocator.withLock { $0.reserved.append(region) }
+    }
+
+    public var reservedRegions: [GuestRegion] { allocator.withLock { $0.reserved } }
+
+    // MARK: checked access by GPA
+
+    @inline(__always)
+    private func pointer(_ gpa: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        let region = GuestRegion(start: gpa, length: UInt64(count))
+        guard count >= 0, let end = region.end, end <= ramSize else { throw .outOfRange(region) }
+        return base + Int(gpa.rawValue)
+    }
+
+    public func read(_ gpa: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {
+        let p = try pointer(gpa, count)
+        return [UInt8](UnsafeRawBufferPointer(start: p, count: count))
+    }
+
+    public func write(_ gpa: GuestPhysicalAddress, _ bytes: [UInt8]) throws(GuestMemoryError) {
+        let p = try pointer(gpa, bytes.count)
+        bytes.withUnsafeBytes { src in
+            if let s = src.baseAddress { p.copyMemory(from: s, byteCount: bytes.count) }
+        }
+    }
+
+    public func write(_ gpa: GuestPhysicalAddress, _ bytes: ArraySlice<UInt8>) throws(GuestMemoryError) {
+        try write(gpa, Array(bytes))
+    }
+
+    public func readU8(_ gpa: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt8 {
+        try pointer(gpa, 1).load(as: UInt8.self)
+    }
+    public func writeU8(_ gpa: GuestPhysicalAddress, _ v: UInt8) throws(GuestMemoryError) {
+        try pointer(gpa, 1).storeBytes(of: v, as: UInt8.self)
+    }
+    public func readU64(_ gpa: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt64 {
+        try pointer(gpa, 8).loadUnaligned(as: UInt64.self).littleEndian
+    }
+    public func writeU64(_ gpa: GuestPhysicalAddress, _ v: UInt64) throws(GuestMemoryError) {
+        try pointer(gpa, 8).storeBytes(of: v.littleEndian, as: UInt64.self)
+    }
+    public func fill(_ gpa: GuestPhysicalAddress, count: Int, with byte: UInt8) throws(GuestMemoryError) {
+        memset(try pointer(gpa, count), Int32(byte), count)
+    }
+
+    /// The guest's atomic `xchg(&byte, new)`: returns the old value. The byte is only ever
+    /// touched by the vCPU that owns the page while it is not running the SVSM, so a plain
+    /// read and write model the instruction faithfully here.
+    public func exchangeU8(_ gpa: GuestPhysicalAddress, _ new: UInt8) throws(GuestMemoryError) -> UInt8 {
+        let p = try pointer(gpa, 1)
+        let old = p.load(as: UInt8.self)
+        p.storeBytes(of: new, as: UInt8.self)
+        return old
+    }
+}

@@ -1,0 +1,89 @@
+import Foundation
+
+/// One virtual CPU as the guest sees it: its general-purpose registers, its GHCB MSR, the
+/// VMSA the hardware runs it from, and the OS's per-CPU SVSM data (Linux
+/// `per_cpu(svsm_caa_pa)`).
+///
+/// A `Vcpu` is used by one thread at a time: whoever holds it from `VcpuSet.withVcpu`
+/// (the model of "interrupts off on this CPU").
+public final class Vcpu: @unchecked Sendable {
+    public let apicId: UInt32
+    /// Register file while the guest runs.
+    public var registers = SvsmRegisters()
+    /// MSR 0xC001_0130.
+    public var ghcbMsr: UInt64 = 0
+    /// The VMSA the hardware saves this vCPU's VMPL2 state into on an exit.
+    public internal(set) var vmsa: GuestPhysicalAddress
+    /// The OS's per-CPU CAA (`svsm_caa_pa`); before the OS takes over, firmware's CAA.
+    public internal(set) var svsmCaa: GuestPhysicalAddress
+    /// The driver's MM communication buffer for this CPU, allocated at probe.
+    public internal(set) var mmBuffer: GuestPhysicalAddress?
+
+    init(apicId: UInt32, vmsa: GuestPhysicalAddress, caa: GuestPhysicalAddress) {
+        self.apicId = apicId
+        self.vmsa = vmsa
+        self.svsmCaa = caa
+    }
+}
+
+/// The set of vCPUs an OS runs on, handed out one request at a time.
+///
+/// A filesystem request holds one vCPU for all the SVSM calls it makes, and reads that
+/// vCPU's CAA only after it holds it, so no "migration" can separate the CAA from the CPU
+/// that issues the VMGEXIT (the race described for `snp_svsm_vtpm_send_command`).
+public final class VcpuSet: @unchecked Sendable {
+    public let vcpus: [Vcpu]
+    private var free: [Int]
+    private let condition = NSCondition()
+    private var inUse = 0
+    private var peakInUse = 0
+
+    init(_ vcpus: [Vcpu]) {
+        self.vcpus = vcpus
+        self.free = Array((0..<vcpus.count).reversed())
+    }
+
+    public var count: Int { vcpus.count }
+
+    /// Runs `body` on a free vCPU, waiting for one if all are busy.
+    public func withVcpu<R, E: Error>(_ body: (Vcpu) throws(E) -> R) throws(E) -> R {
+        condition.lock()
+        while free.isEmpty { condition.wait() }
+        let index = free.removeLast()
+        inUse += 1
+        if inUse > peakInUse { peakInUse = inUse }
+        condition.unlock()
+        defer {
+            condition.lock()
+            free.append(index)
+            inUse -= 1
+            condition.signal()
+            condition.unlock()
+        }
+        return try body(vcpus[index])
+    }
+
+    /// Runs `body` on one particular vCPU (boot code pins itself to the BSP).
+    public func withVcpu<R, E: Error>(apicId: UInt32, _ body: (Vcpu) throws(E) -> R) throws(E) -> R {
+        condition.lock()
+        while !free.contains(Int(apicId)) { condition.wait() }
+        free.removeAll { $0 == Int(apicId) }
+        inUse += 1
+        if inUse > peakInUse { peakInUse = inUse }
+        condition.unlock()
+        defer {
+            condition.lock()
+            free.append(Int(apicId))
+            inUse -= 1
+            condition.broadcast()
+            condition.unlock()
+        }
+        return try body(vcpus[Int(apicId)])
+    }
+
+    /// vCPUs busy now and the most that were ever busy at once.
+    public var usage: (inUse: Int, peak: Int) {
+        condition.lock(); defer { condition.unlock() }
+        return (inUse, peakInUse)
+    }
+}

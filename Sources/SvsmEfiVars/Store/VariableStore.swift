@@ -1,0 +1,203 @@
+import OrderedCollections
+
+/// The UEFI variable store with edk2's semantics (MdeModulePkg Variable.c, VariableParsing.c)
+/// and edk2's space accounting. A value type: `VariableService` owns it behind a lock.
+///
+/// Order for GetNextVariableName (a decision, uefi-variables.md §4.4): all volatile
+/// variables, then all non-volatile ones, each in insertion order, an update moving the
+/// variable to the end of its store as edk2's append-then-delete does.
+public struct VariableStore: Sendable {
+    public var limits: StoreLimits
+    public internal(set) var phase = BootPhase()
+    var volatile: OrderedDictionary<VariableKey, StoredVariable> = [:]
+    var nonVolatile: OrderedDictionary<VariableKey, StoredVariable> = [:]
+    /// Bytes of records, by edk2's accounting.
+    public internal(set) var volatileUsed = 0
+    public internal(set) var nonVolatileUsed = 0
+    public internal(set) var hwErrUsed = 0
+    /// VarCheck properties registered for exact names.
+    var properties: [VariableKey: VariableProperty] = [:]
+
+    public init(limits: StoreLimits = StoreLimits()) { self.limits = limits }
+
+    public var count: Int { volatile.count + nonVolatile.count }
+
+    // MARK: lookup
+
+    /// The variable regardless of runtime visibility.
+    public func find(_ key: VariableKey) -> StoredVariable? {
+        volatile[key] ?? nonVolatile[key]
+    }
+
+    func isVisible(_ v: StoredVariable) -> Bool {
+        !phase.atRuntime || v.attributes.contains(.runtimeAccess)
+    }
+
+    // MARK: GetVariable
+
+    public enum GetResult: Equatable, Sendable {
+        case found(attributes: VariableAttributes, data: [UInt8])
+        /// The caller's buffer is too small: the size needed and the attributes.
+        case bufferTooSmall(attributes: VariableAttributes, size: Int)
+        case error(EfiStatus)
+    }
+
+    /// GetVariable (Variable.c `VariableServiceGetVariable`).
+    public func getVariable(_ key: VariableKey, capacity: Int) -> GetResult {
+        guard !key.name.isEmpty else { return .error(.notFound) }
+        guard let v = find(key), isVisible(v) else { return .error(.notFound) }
+        if capacity >= v.data.count { return .found(attributes: v.attributes, data: v.data) }
+        return .bufferTooSmall(attributes: v.attributes, size: v.data.count)
+    }
+
+    // MARK: GetNextVariableName
+
+    public enum NextResult: Equatable, Sendable {
+        case next(VariableKey)
+        case bufferTooSmall(needed: Int)
+        case error(EfiStatus)
+    }
+
+    /// GetNextVariableName (`VariableServiceGetNextVariableInternal`). `capacity` is the
+    /// caller's name buffer in bytes.
+    public func getNextVariableName(after key: VariableKey, capacity: Int) -> NextResult {
+        var candidate: VariableKey?
+        if key.name.isEmpty {
+            candidate = firstVisible(inVolatile: true, from: 0)
+        } else if let i = volatile.index(forKey: key) {
+            guard isVisible(volatile.values[i]) else { return .error(.invalidParameter) }
+            candidate = firstVisible(inVolatile: true, from: i + 1)
+        } else if let i = nonVolatile.index(forKey: key) {
+            guard isVisible(nonVolatile.values[i]) else { return .error(.invalidParameter) }
+            candidate = firstVisible(inVolatile: false, from: i + 1)
+        } else {
+            return .error(.invalidParameter)
+        }
+        guard let next = candidate else { return .error(.notFound) }
+        if capacity < next.nameSize { return .bufferTooSmall(needed: next.nameSize) }
+        return .next(next)
+    }
+
+    private func firstVisible(inVolatile: Bool, from start: Int) -> VariableKey? {
+        if inVolatile {
+            var i = start
+            while i < volatile.count {
+                if isVisible(volatile.values[i]) { return volatile.keys[i] }
+                i += 1
+            }
+            return firstVisible(inVolatile: false, from: 0)
+        }
+        var i = start
+        while i < nonVolatile.count {
+            if isVisible(nonVolatile.values[i]) { return nonVolatile.keys[i] }
+            i += 1
+        }
+        return nil
+    }
+
+    /// Every variable visible now, in GetNextVariableName order.
+    public var visibleKeys: [VariableKey] {
+        (volatile.filter { isVisible($0.value) }.map(\.key)) + (nonVolatile.filter { isVisible($0.value) }.map(\.key))
+    }
+
+    // MARK: QueryVariableInfo
+
+    public struct VariableInfo: Equatable, Sendable {
+        public var maximumVariableStorageSize: UInt64
+        public var remainingVariableStorageSize: UInt64
+        public var maximumVariableSize: UInt64
+    }
+
+    /// QueryVariableInfo (`VariableServiceQueryVariableInfo` and `…Internal`).
+    public func queryVariableInfo(_ raw: UInt32) -> Result<VariableInfo, EfiStatusError> {
+        let a = VariableAttributes(rawValue: raw)
+        if raw == 0 { return .failure(.invalidParameter) }
+        if a.contains(.authenticatedWriteAccess) { return .failure(.unsupported) }
+        let masked = raw & VariableAttributes.edk2Mask.rawValue
+        if masked == 0 { return .failure(.unsupported) }
+        if masked == VariableAttributes.nonVolatile.rawValue { return .failure(.invalidParameter) }
+        if a.contains(.runtimeAccess) && !a.contains(.bootserviceAccess) { return .failure(.invalidParameter) }
+        if phase.atRuntime && !a.contains(.runtimeAccess) { return .failure(.invalidParameter) }
+        if a.contains(.hardwareErrorRecord) && !a.contains(.nonVolatile) { return .failure(.invalidParameter) }
+        if a.contains(.hardwareErrorRecord) && limits.hwErrStorageSize == 0 { return .failure(.unsupported) }
+
+        let h = StoreLimits.variableHeaderSize
+        var maxStorage: Int
+        var maxVariable: Int
+        let used: Int
+        if a.contains(.hardwareErrorRecord) {
+            maxStorage = limits.hwErrStorageSize
+            maxVariable = limits.maxHardwareErrorVariableSize - h
+            used = hwErrUsed
+        } else if a.contains(.nonVolatile) {
+            maxStorage = commonVariableSpace
+            maxVariable = (a.contains(.timeBasedAuthenticatedWriteAccess) ? limits.maxAuthVariableSize : limits.maxVariableSize) - h
+            used = nonVolatileUsed
+        } else {
+            maxStorage = limits.volatileStoreSize - StoreLimits.storeHeaderSize
+            maxVariable = effectiveMaxVolatile - h
+            used = volatileUsed
+        }
+        let remaining = max(0, maxStorage - used)
+        if remaining < h { maxVariable = 0 } else { maxVariable = min(maxVariable, remaining - h) }
+        return .success(VariableInfo(maximumVariableStorageSize: UInt64(maxStorage),
+                                     remainingVariableStorageSize: UInt64(remaining),
+                                     maximumVariableSize: UInt64(maxVariable)))
+    }
+
+    /// CommonVariableSpace = NV store Size - 28 - PcdHwErrStorageSize.
+    var commonVariableSpace: Int { limits.nvStoreSize - StoreLimits.storeHeaderSize - limits.hwErrStorageSize }
+    var effectiveMaxVolatile: Int { limits.maxVolatileVariableSize == 0 ? limits.maxVariableSize : limits.maxVolatileVariableSize }
+
+    // MARK: boot phases
+
+    public mutating func signalEndOfDxe() { phase.endOfDxe = true }
+    public mutating func signalReadyToBoot() {
+        if !phase.endOfDxe { signalEndOfDxe() }
+        phase.readyToBoot = true
+    }
+    public mutating func signalExitBootServices() { phase.atRuntime = true }
+
+    // MARK: raw record maintenance (accounting kept in one place)
+
+    mutating func removeRecord(_ key: VariableKey) {
+        if let old = volatile.removeValue(forKey: key) {
+            volatileUsed -= StoreLimits.recordSize(nameSize: key.nameSize, dataSize: old.data.count)
+        } else if let old = nonVolatile.removeValue(forKey: key) {
+            let size = StoreLimits.recordSize(nameSize: key.nameSize, dataSize: old.data.count)
+            if old.attributes.contains(.hardwareErrorRecord) { hwErrUsed -= size } else { nonVolatileUsed -= size }
+        }
+    }
+
+    /// Appends (or moves to the end) a record, as edk2's append-then-delete does.
+    mutating func putRecord(_ key: VariableKey, _ v: StoredVariable) {
+        removeRecord(key)
+        let size = StoreLimits.recordSize(nameSize: key.nameSize, dataSize: v.data.count)
+        if v.attributes.contains(.nonVolatile) {
+            nonVolatile[key] = v
+            if v.attributes.contains(.hardwareErrorRecord) { hwErrUsed += size } else { nonVolatileUsed += size }
+        } else {
+            volatile[key] = v
+            volatileUsed += size
+        }
+    }
+
+    /// Every variable, volatile first (for export and tests).
+    public var allVariables: [(VariableKey, StoredVariable)] {
+        volatile.map { ($0.key, $0.value) } + nonVolatile.map { ($0.key, $0.value) }
+    }
+}
+
+/// An EFI_STATUS that is an error, for typed throws and `Result`.
+public struct EfiStatusError: Error, Equatable, Sendable, CustomStringConvertible {
+    public let status: EfiStatus
+    public init(_ status: EfiStatus) { precondition(status.isError); self.status = status }
+    public static let invalidParameter = EfiStatusError(.invalidParameter)
+    public static let unsupported = EfiStatusError(.unsupported)
+    public static let notFound = EfiStatusError(.notFound)
+    public static let writeProtected = EfiStatusError(.writeProtected)
+    public static let outOfResources = EfiStatusError(.outOfResources)
+    public static let securityViolation = EfiStatusError(.securityViolation)
+    public static let accessDenied = EfiStatusError(.accessDenied)
+    public var description: String { status.name }
+}

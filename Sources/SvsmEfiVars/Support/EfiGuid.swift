@@ -1,0 +1,113 @@
+/// An EFI_GUID, kept in its binary (wire) form: Data1 u32 LE, Data2 u16 LE, Data3 u16 LE,
+/// Data4[8] as is. The text form prints Data1..Data3 big-endian and is lowercase
+/// (Linux `%pUl`, `efi_guid_to_str`).
+public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
+    /// The 16 binary bytes, first 8 in `low` and last 8 in `high` (both little-endian loads).
+    public let low: UInt64
+    public let high: UInt64
+
+    public init(low: UInt64, high: UInt64) { self.low = low; self.high = high }
+
+    public init(bytes: [UInt8], at offset: Int = 0) {
+        precondition(bytes.count >= offset + 16)
+        low = bytes.loadLE(UInt64.self, at: offset)
+        high = bytes.loadLE(UInt64.self, at: offset + 8)
+    }
+
+    public var bytes: [UInt8] {
+        var out = [UInt8](repeating: 0, count: 16)
+        out.storeLE(low, at: 0)
+        out.storeLE(high, at: 8)
+        return out
+    }
+
+    func withBytes<R>(_ body: ([UInt8]) -> R) -> R { body(bytes) }
+
+    /// Parses the 36-character text form; hex digits may be in either case.
+    public init?(_ text: String) {
+        let u = Array(text.utf8)
+        guard EfiGuid.isValidText(u[...]) else { return nil }
+        var digits = [UInt8]()
+        digits.reserveCapacity(32)
+        for c in u where c != 0x2d { digits.append(Hex.nibble(c)!) }
+        func byte(_ i: Int) -> UInt8 { digits[2 * i] << 4 | digits[2 * i + 1] }
+        // Text bytes 3,2,1,0 | 5,4 | 7,6 | 8..15 give the binary order (guid_parse).
+        let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15]
+        self.init(bytes: order.map(byte))
+    }
+
+    /// `uuid_is_valid`: 36 characters, '-' at 8, 13, 18 and 23, hex elsewhere.
+    public static func isValidText(_ u: ArraySlice<UInt8>) -> Bool {
+        guard u.count == 36 else { return false }
+        for (i, c) in u.enumerated() {
+            if i == 8 || i == 13 || i == 18 || i == 23 {
+                if c != 0x2d { return false }
+            } else if Hex.nibble(c) == nil {
+                return false
+            }
+        }
+        return true
+    }
+
+    public var description: String {
+        let b = bytes
+        let order = [3, 2, 1, 0, -1, 5, 4, -1, 7, 6, -1, 8, 9, -1, 10, 11, 12, 13, 14, 15]
+        var s = ""
+        s.reserveCapacity(36)
+        for i in order {
+            if i < 0 { s += "-" } else { s += Hex.encode([b[i]]) }
+        }
+        return s
+    }
+
+    public static func < (a: EfiGuid, b: EfiGuid) -> Bool {
+        a.description < b.description
+    }
+
+    public static let zero = EfiGuid(low: 0, high: 0)
+}
+
+/// GUIDs this project names, with the sources that define them.
+extension EfiGuid {
+    private static func g(_ s: String) -> EfiGuid { EfiGuid(s)! }
+    /// EFI_GLOBAL_VARIABLE (MdePkg/Include/Guid/GlobalVariable.h).
+    public static let globalVariable = g("8be4df61-93ca-11d2-aa0d-00e098032b8c")
+    /// EFI_IMAGE_SECURITY_DATABASE_GUID.
+    public static let imageSecurityDatabase = g("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+    /// gEfiHardwareErrorVariableGuid.
+    public static let hardwareErrorVariable = g("414e6bdd-e47b-47cc-b244-bb61020cf516")
+    /// gEfiSmmVariableProtocolGuid = Linux EFI_MM_VARIABLE_GUID.
+    public static let smmVariableProtocol = g("ed32d533-99e6-4209-9cc0-2d72cdd998a7")
+    /// gVarCheckPolicyLibMmiHandlerGuid.
+    public static let varCheckPolicyMmiHandler = g("da1b0d11-d1a7-46c4-9dc9-f3714875c6eb")
+    /// gEfiEndOfDxeEventGroupGuid.
+    public static let endOfDxeEvent = g("02ce967a-dd7e-4ffc-9ee7-810cf0470880")
+    /// gEfiEventReadyToBootGuid.
+    public static let readyToBootEvent = g("7ce88fb3-4bd7-4679-87a8-a8d8dee50d2b")
+    /// gEfiEventExitBootServicesGuid.
+    public static let exitBootServicesEvent = g("27abf055-b1b8-4c26-8048-748f37baa2df")
+    /// LINUX_EFI_CRASH_GUID: every name under it is removable in efivarfs.
+    public static let linuxEfiCrash = g("cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0")
+    /// LINUX_EFI_RANDOM_SEED_TABLE_GUID: hidden by efivarfs, EPERM on create.
+    public static let linuxEfiRandomSeedTable = g("1ce1e5bc-7ceb-42f2-81e5-8aadf180f57b")
+    /// gEfiSecureBootEnableDisableGuid.
+    public static let secureBootEnableDisable = g("f0a30bc7-af08-4556-99c4-001009c93a44")
+    /// gEfiCustomModeEnableGuid.
+    public static let customModeEnable = g("c076ec0c-7028-4399-a072-71ee5c448b9f")
+    /// gEfiVendorKeysNvGuid.
+    public static let vendorKeysNv = g("9073e4e0-60ec-4b6e-9903-4c223c260f3c")
+    /// gEfiCertDbGuid.
+    public static let certDb = g("d9bee56e-75dc-49d9-b4d7-b534210f637a")
+    /// gEdkiiVarErrorFlagGuid.
+    public static let varErrorFlag = g("04b37fe8-f6ae-480b-bdd5-37d98c5e89aa")
+    /// gMtcVendorGuid (MonotonicCounter), as in the Debian OVMF stores.
+    public static let mtcVendor = g("eb704011-1402-11d3-8e77-00a0c969723b")
+    /// gEfiMemoryTypeInformationGuid.
+    public static let memoryTypeInformation = g("4c19049f-4137-4dd3-9c10-8b97a83ffdfa")
+    /// shim's vendor GUID (MokList, SbatLevel...).
+    public static let shimLock = g("605dab50-e046-4300-abb6-3dd810dd8b23")
+    /// QEMU/OVMF platform "LoaderInfo" style vendor GUID used by systemd-boot (LoaderEntries).
+    public static let systemdLoader = g("4a67b082-0a4c-41cf-b6c7-440b29bb8c4f")
+    /// libefivar's ESP sync GUID (RTStorageVolatile / VarToFile).
+    public static let rtStorageVolatile = g("b2ac5fc9-92b7-4acd-aeac-11e818c3130c")
+}

@@ -1,0 +1,113 @@
+import Synchronization
+
+/// What protocol 4 hands the MM request to: COCONUT's `core_request_dispatch` over the
+/// variable store. The message is a private copy; the answer replaces it in place.
+public protocol UefiMmRequestHandler: Sendable {
+    /// Returns the response message, or nil when no handler serves `headerGuid` (the
+    /// buffer is then left as it was).
+    func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]?
+}
+
+/// The SVSM at VMPL0: a registry of vCPUs and their CAAs, the request loop that reads a
+/// CAA and dispatches a call, and the protocols it serves.
+///
+/// Entered only through `Hypervisor` when a vCPU exits with VMGEXIT. It sees guest memory
+/// by GPA through `SvsmGuestAccess`, never through guest-side objects.
+public final class Svsm: Sendable {
+    public struct Configuration: Sendable {
+        /// APIC IDs the platform has (CREATE_VCPU names one of them).
+        public var maxVcpus: Int = 512
+        /// The VMPL the guest OS runs at (COCONUT `GUEST_VMPL`).
+        public var guestVmpl: UInt8 = 2
+        /// Whether protocol 4 is built in (COCONUT cargo feature `uefivars`).
+        public var uefiMmEnabled: Bool = true
+        public init() {}
+    }
+
+    /// UEFI_MM_BUFFER_LIMIT in COCONUT `protocols/uefivars.rs`.
+    public static let uefiMmBufferLimit: UInt64 = 256 * 1024
+    /// sizeof(EFI_MM_COMMUNICATE_HEADER).
+    public static let mmHeaderSize: UInt64 = 24
+
+    public let configuration: Configuration
+    public let access: SvsmGuestAccess
+    let mmHandler: any UefiMmRequestHandler
+    /// `PERCPU_VMSAS`, keyed by APIC ID.
+    let registry: Mutex<[UInt32: VcpuBinding]>
+    /// COCONUT serialises protocol 4 with one global lock around the store.
+    let storeLock = Mutex(())
+    let sevFeatures: UInt64
+
+    public init(memory: GuestMemory, mmHandler: any UefiMmRequestHandler, configuration: Configuration = Configuration(), sevFeatures: UInt64 = 1) {
+        self.configuration = configuration
+        self.access = SvsmGuestAccess(memory: memory)
+        self.mmHandler = mmHandler
+        self.registry = Mutex([:])
+        self.sevFeatures = sevFeatures
+    }
+
+    /// Firmware launch: register the boot vCPU's VMSA and the CAA from firmware metadata
+    /// (COCONUT `prepare_fw_launch`). The CAA header is zeroed.
+    public func launch(bootVmsa: GuestPhysicalAddress, firmwareCaa: GuestPhysicalAddress) throws(SvsmError) {
+        try access.setCaaHeader(firmwareCaa, [UInt8](repeating: 0, count: 8))
+        registry.withLock { $0[0] = VcpuBinding(apicId: 0, vmsa: bootVmsa, caa: firmwareCaa) }
+    }
+
+    public func binding(apicId: UInt32) -> VcpuBinding? { registry.withLock { $0[apicId] } }
+    public var bindings: [VcpuBinding] { registry.withLock { Array($0.values) } }
+
+    /// What happened when the SVSM ran for a vCPU.
+    public enum EntryOutcome: Equatable, Sendable {
+        /// call_pending was clear: nothing dispatched, registers untouched.
+        case notPending
+        /// The vCPU has no registered VMSA/CAA.
+        case unknownVcpu
+        case processed(SvsmCallId, SvsmResultCode)
+    }
+
+    /// The request loop for one exit of `apicId` (COCONUT `execloop.rs` +
+    /// `requests.rs`): read and clear call_pending of the CAA registered for this vCPU,
+    /// dispatch only if it was set, write RAX (zero-extended) and RCX/RDX/R8 to the VMSA.
+    public func enter(apicId: UInt32) -> EntryOutcome {
+        guard let b = binding(apicId: apicId) else { return .unknownVcpu }
+        // get_and_clear_caa_request_flag: a non-atomic read-modify-write of bytes 0-7.
+        guard var header = try? access.caaHeader(b.caa) else { return .notPending }
+        let pending = header[0]
+        header[0] = 0
+        try? access.setCaaHeader(b.caa, header)
+        guard pending != 0 else { return .notPending }
+
+        var regs = SvsmRegisters()
+        do {
+            regs.rax = try access.vmsaU64(b.vmsa, VmsaLayout.rax)
+            regs.rcx = try access.vmsaU64(b.vmsa, VmsaLayout.rcx)
+            regs.rdx = try access.vmsaU64(b.vmsa, VmsaLayout.rdx)
+            regs.r8 = try access.vmsaU64(b.vmsa, VmsaLayout.r8)
+        } catch { return .notPending }
+        let id = SvsmCallId(rax: regs.rax)
+        var out = regs
+        let result: SvsmResultCode
+        do {
+            try dispatch(id, apicId: apicId, regs: &out)
+            result = .success
+        } catch {
+            result = error.resultCode
+        }
+        // Written for every processed request, success or error (request_loop_main).
+        // A later core call may have moved this vCPU's VMSA (never in this model), so the
+        // binding read at entry is the one answered.
+        try? access.setVmsaU64(b.vmsa, VmsaLayout.rax, result.rax)
+        try? access.setVmsaU64(b.vmsa, VmsaLayout.rcx, out.rcx)
+        try? access.setVmsaU64(b.vmsa, VmsaLayout.rdx, out.rdx)
+        try? access.setVmsaU64(b.vmsa, VmsaLayout.r8, out.r8)
+        return .processed(id, result)
+    }
+
+    func dispatch(_ id: SvsmCallId, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
+        switch id.protocolId {
+        case 0: try coreProtocol(id.callId, apicId: apicId, regs: &regs)
+        case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, regs: &regs)
+        default: throw .unsupportedProtocol
+        }
+    }
+}
