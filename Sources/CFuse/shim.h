@@ -4,6 +4,8 @@
 // The low-level libfuse3 API at version 3.12: fuse_session_loop_mt takes a
 // fuse_loop_config, and ioctl's cmd is unsigned.
 #define FUSE_USE_VERSION 312
+#include <stddef.h>
+#include <stdint.h>
 #include <fuse_lowlevel.h>
 #include <sys/ioctl.h>
 #include <sys/statvfs.h>

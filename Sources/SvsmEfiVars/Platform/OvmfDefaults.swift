@@ -32,7 +32,7 @@ public enum OvmfDefaults {
         let boot0001 = DevicePath.loadOption(attributes: loadOptionActive, description: "UEFI QEMU HARDDISK QM00001 ",
                                              path: DevicePath.pciRoot() + DevicePath.pci(device: 0x1F, function: 2)
                                                 + DevicePath.ata(secondary: false, slave: false) + DevicePath.end,
-                                             optionalData: EfiGuid("eb704011-1402-11d3-8e77-00a0c969723b")!.bytes)
+                                             optionalData: EfiGuid("8108ac4e-9f11-4d59-850e-e21a522c59b2")!.bytes)  // BDS auto-created option
         let boot0002 = DevicePath.loadOption(attributes: loadOptionActive, description: "EFI Internal Shell",
                                              path: DevicePath.fv(dxeFv) + DevicePath.fvFile(shell) + DevicePath.end)
         // EFI_KEY_OPTION: KeyData (one key, no shift state), the CRC32 of the boot option

@@ -1,0 +1,51 @@
+import Foundation
+
+/// Background mode without fork(): the command starts itself again with `--ready-fd 3`
+/// (a pipe) in a new session, and returns once the child writes a byte on it (the mount is
+/// up) or exits (it failed and said why on stderr).
+enum Daemon {
+    static func spawnAndWait(arguments: [String]) -> Int32 {
+        var fds: [Int32] = [0, 0]
+        guard pipe(&fds) == 0 else { return 1 }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        // Close the read end first: it may itself be descriptor 3.
+        posix_spawn_file_actions_addclose(&actions, fds[0])
+        posix_spawn_file_actions_adddup2(&actions, fds[1], 3)
+        var attr = posix_spawnattr_t()
+        posix_spawnattr_init(&attr)
+        posix_spawnattr_setflags(&attr, Int16(0x80)  /* POSIX_SPAWN_SETSID (glibc) */)
+        defer { posix_spawn_file_actions_destroy(&actions); posix_spawnattr_destroy(&attr) }
+        let exe = "/proc/self/exe"
+        let argv = [CommandLine.arguments[0]] + arguments + ["--ready-fd", "3"]
+        var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
+        defer { cargs.forEach { free($0) } }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, environ)
+        close(fds[1])
+        guard rc == 0 else {
+            FileHandle.standardError.write(Data("efivarfs-bridge: cannot start the server: \(String(cString: strerror(rc)))\n".utf8))
+            close(fds[0]); return 1
+        }
+        var byte: UInt8 = 0
+        let n = read(fds[0], &byte, 1)
+        close(fds[0])
+        if n == 1 { return 0 }
+        var status: Int32 = 0
+        waitpid(pid, &status, 0)
+        let code = (status >> 8) & 0xff
+        return code == 0 ? 1 : code
+    }
+
+    /// In the child: tell the parent the mount is up, then let go of its terminal.
+    static func signalReady(_ fd: Int32) {
+        var one: UInt8 = 1
+        _ = write(fd, &one, 1)
+        close(fd)
+        let devNull = open("/dev/null", O_RDWR)
+        if devNull >= 0 {
+            dup2(devNull, 0); dup2(devNull, 1); dup2(devNull, 2)
+            if devNull > 2 { close(devNull) }
+        }
+    }
+}

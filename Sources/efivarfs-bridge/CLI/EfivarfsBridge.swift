@@ -1,0 +1,136 @@
+import ArgumentParser
+import Foundation
+import SvsmEfiVars
+
+@main
+struct EfivarfsBridge: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "efivarfs-bridge",
+        abstract: "A model of an SVSM-backed EFI variable driver, served as an efivarfs-compatible FUSE filesystem.",
+        discussion: """
+            The store lives behind a modelled SVSM (protocol 4, UEFI MM); every filesystem
+            request becomes SVSM calls through a vCPU's own Calling Area.
+
+            Examples:
+              efivarfs-bridge mount /run/efivars
+              EFIVARFS_PATH=/run/efivars/ efibootmgr -v
+              fusermount3 -u /run/efivars
+            """,
+        subcommands: [MountCommand.self]
+    )
+}
+
+/// Options shared by every command that boots a machine.
+struct MachineOptions: ParsableArguments {
+    @Option(name: .long, help: "Number of vCPUs, 1 to 512.")
+    var vcpus: Int = 4
+
+    @Option(name: .customLong("fault"), help: ArgumentHelp("Inject a fault: drop-exit=P, busy=P, incomplete=P or spurious-entry=P (probability 0..1). Repeatable.", valueName: "name=P"))
+    var faults: [String] = []
+
+    @Option(name: .long, help: "Retries of an SVSM call answered BUSY or INCOMPLETE before the driver gives up.")
+    var maxRetries: Int = 16
+
+    func validate() throws {
+        guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
+        guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        var plan = FaultPlan()
+        for f in faults { do { try plan.add(f) } catch { throw ValidationError(error.description) } }
+    }
+
+    func configuration() -> Machine.Configuration {
+        var c = Machine.Configuration()
+        c.vcpuCount = vcpus
+        c.maxRetries = maxRetries
+        var plan = FaultPlan()
+        for f in faults { try? plan.add(f) }
+        c.faults = plan
+        return c
+    }
+}
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount the variable store as an efivarfs-compatible filesystem.",
+        discussion: """
+            Returns once the mount is ready and keeps serving in the background; with
+            --foreground it stays attached and unmounts on SIGINT or SIGTERM.
+            Unmount with `fusermount3 -u <mountpoint>` or `umount <mountpoint>`.
+
+            Examples:
+              efivarfs-bridge mount /run/efivars
+              efivarfs-bridge mount --foreground --vcpus 8 /tmp/efivars
+              efivarfs-bridge mount -o uid=1000,gid=1000,allow_other /run/efivars
+            """
+    )
+
+    @Argument(help: "Where to mount (an existing, empty directory).")
+    var mountPoint: String
+
+    @Flag(name: .long, help: "Stay in the foreground.")
+    var foreground = false
+
+    @Option(name: .short, help: ArgumentHelp("Mount options: uid=N, gid=N, allow_other.", valueName: "options"))
+    var options: [String] = []
+
+    @OptionGroup var machine: MachineOptions
+
+    @Option(name: .customLong("ready-fd"), help: .hidden)
+    var readyFd: Int32?
+
+    struct MountOptions {
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        var allowOther = false
+    }
+
+    func parsedOptions() throws -> MountOptions {
+        var m = MountOptions()
+        for group in options {
+            for opt in group.split(separator: ",") {
+                let kv = opt.split(separator: "=", maxSplits: 1).map(String.init)
+                switch kv[0] {
+                case "uid":
+                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': uid=N expected") }
+                    m.uid = v
+                case "gid":
+                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': gid=N expected") }
+                    m.gid = v
+                case "allow_other": m.allowOther = true
+                default: throw ValidationError("unknown mount option '\(opt)' (efivarfs takes uid=, gid=; also allow_other)")
+                }
+            }
+        }
+        return m
+    }
+
+    func validate() throws { _ = try parsedOptions() }
+
+    func run() throws {
+        let opts = try parsedOptions()
+        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, threads: max(4, min(machine.vcpus, 64)))
+        do { try fuse.checkMountPoint() } catch { fail(error.description) }
+        if !foreground && readyFd == nil {
+            throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
+        }
+        let machineInstance: Machine
+        do { machineInstance = try Machine(machine.configuration()) } catch { fail(error.description) }
+        var fsOptions = Efivarfs.Options()
+        fsOptions.uid = opts.uid
+        fsOptions.gid = opts.gid
+        let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
+        do { try fs.populate() } catch { fail("mount: \(error)") }
+        do {
+            try fuse.serve(fs) {
+                if let fd = readyFd { Daemon.signalReady(fd) }
+            }
+        } catch { fail(error.description) }
+        withExtendedLifetime(machineInstance) {}
+    }
+
+    func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("efivarfs-bridge: \(message)\n".utf8))
+        Foundation.exit(1)
+    }
+}

@@ -1,0 +1,308 @@
+import CFuse
+import Foundation
+import SvsmEfiVars
+
+/// The libfuse3 low-level adapter: it translates FUSE requests into `Efivarfs` calls and
+/// their results into replies. All efivarfs logic lives in `Efivarfs`; this file only
+/// converts types, chooses the FUSE settings efivarfs semantics need (direct I/O so one
+/// write(2) is one request, zero cache timeouts, a large max_write), and forwards removals
+/// to the kernel's dentry cache.
+final class FuseAdapter: @unchecked Sendable {
+    let fs: Efivarfs
+    var session: OpaquePointer?
+    /// Largest single write: must hold the largest variable plus the 4 attribute bytes.
+    static let maxWrite: UInt32 = 128 * 1024
+    private let notifyQueue = DispatchQueue(label: "efivarfs-bridge.notify")
+    private let dirLock = NSLock()
+    private var dirSnapshots: [UInt64: [([UInt8], UInt64)]] = [:]
+    private var nextDirHandle: UInt64 = 1
+
+    init(fs: Efivarfs) { self.fs = fs }
+
+    static func from(_ req: fuse_req_t?) -> FuseAdapter {
+        Unmanaged<FuseAdapter>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
+    }
+
+    /// Sends the kernel a dentry invalidation for a name that left the directory. Done on
+    /// another thread: libfuse forbids notifications from inside a related request.
+    func nameRemoved(_ name: [UInt8]) {
+        notifyQueue.async { [weak self] in
+            guard let se = self?.session else { return }
+            name.withUnsafeBufferPointer { p in
+                p.withMemoryRebound(to: CChar.self) { c in
+                    _ = fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(Efivarfs.rootIno), c.baseAddress, name.count)
+                }
+            }
+        }
+    }
+
+    // MARK: conversions
+
+    static func stat(_ a: NodeAttributes) -> stat {
+        var st = Glibc.stat()
+        st.st_ino = UInt(a.ino)
+        st.st_mode = (a.isDirectory ? S_IFDIR : S_IFREG) | a.mode
+        st.st_nlink = UInt(a.nlink)
+        st.st_uid = a.uid
+        st.st_gid = a.gid
+        st.st_size = Int(a.size)
+        st.st_blksize = 4096
+        st.st_blocks = 0
+        st.st_atim = a.atime
+        st.st_mtim = a.mtime
+        st.st_ctim = a.ctime
+        return st
+    }
+
+    static func entry(_ a: NodeAttributes) -> fuse_entry_param {
+        var e = fuse_entry_param()
+        e.ino = fuse_ino_t(a.ino)
+        e.generation = 1
+        e.attr = stat(a)
+        e.attr_timeout = 0
+        e.entry_timeout = 0
+        return e
+    }
+
+    static func bytes(_ name: UnsafePointer<CChar>?) -> [UInt8] {
+        guard let n = name else { return [] }
+        return Array(UnsafeRawBufferPointer(start: n, count: strlen(n)))
+    }
+
+    static func caller(_ req: fuse_req_t?) -> (uid: UInt32, gid: UInt32) {
+        guard let ctx = fuse_req_ctx(req) else { return (0, 0) }
+        return (ctx.pointee.uid, ctx.pointee.gid)
+    }
+
+    static func reply(_ req: fuse_req_t?, _ e: Errno) { fuse_reply_err(req, e.rawValue) }
+    static func reply(_ req: fuse_req_t?, _ e: any Error) { fuse_reply_err(req, (e as? Errno)?.rawValue ?? EIO) }
+
+    // MARK: the operation table
+
+    static func operations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.`init` = { userdata, conn in
+            guard let conn else { return }
+            cfuse_conn_set_max_write(conn, FuseAdapter.maxWrite)
+        }
+        ops.lookup = { req, parent, name in
+            let a = FuseAdapter.from(req)
+            guard parent == fuse_ino_t(Efivarfs.rootIno) else { return FuseAdapter.reply(req, .notDirectory) }
+            do {
+                var e = FuseAdapter.entry(try a.fs.lookup(FuseAdapter.bytes(name)))
+                fuse_reply_entry(req, &e)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.forget = { req, ino, nlookup in
+            FuseAdapter.from(req).fs.forget(UInt64(ino), count: nlookup)
+            fuse_reply_none(req)
+        }
+        ops.forget_multi = { req, count, forgets in
+            let a = FuseAdapter.from(req)
+            if let f = forgets {
+                for i in 0..<count { a.fs.forget(UInt64(f[i].ino), count: f[i].nlookup) }
+            }
+            fuse_reply_none(req)
+        }
+        ops.getattr = { req, ino, _ in
+            do {
+                var st = FuseAdapter.stat(try FuseAdapter.from(req).fs.getattr(UInt64(ino)))
+                fuse_reply_attr(req, &st, 0)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.setattr = { req, ino, attr, toSet, _ in
+            var c = Efivarfs.AttributeChanges()
+            let s = toSet
+            if let attr {
+                if s & FUSE_SET_ATTR_MODE != 0 { c.mode = attr.pointee.st_mode & 0o7777 }
+                if s & FUSE_SET_ATTR_UID != 0 { c.uid = attr.pointee.st_uid }
+                if s & FUSE_SET_ATTR_GID != 0 { c.gid = attr.pointee.st_gid }
+                if s & FUSE_SET_ATTR_SIZE != 0 { c.size = Int64(attr.pointee.st_size) }
+                var now = timespec(); clock_gettime(CLOCK_REALTIME, &now)
+                if s & FUSE_SET_ATTR_ATIME != 0 { c.atime = s & FUSE_SET_ATTR_ATIME_NOW != 0 ? now : attr.pointee.st_atim }
+                if s & FUSE_SET_ATTR_MTIME != 0 { c.mtime = s & FUSE_SET_ATTR_MTIME_NOW != 0 ? now : attr.pointee.st_mtim }
+            }
+            do {
+                var st = FuseAdapter.stat(try FuseAdapter.from(req).fs.setattr(UInt64(ino), c))
+                fuse_reply_attr(req, &st, 0)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.mknod = { req, parent, name, mode, _ in
+            // mknod(S_IFREG) is efivarfs_create; special files are refused.
+            guard mode & S_IFMT == S_IFREG else { return FuseAdapter.reply(req, .notPermitted) }
+            do {
+                let a = FuseAdapter.from(req)
+                let attrs = try a.fs.create(FuseAdapter.bytes(name), mode: mode & 0o7777)
+                a.fs.release(attrs.ino)  // no descriptor holds it
+                var e = FuseAdapter.entry(try a.fs.getattr(attrs.ino))
+                fuse_reply_entry(req, &e)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.mkdir = { req, _, name, _ in
+            let exists = (try? FuseAdapter.from(req).fs.lookup(FuseAdapter.bytes(name))) != nil
+            FuseAdapter.reply(req, exists ? .fileExists : .notPermitted)
+        }
+        ops.unlink = { req, parent, name in
+            do {
+                try FuseAdapter.from(req).fs.unlink(FuseAdapter.bytes(name))
+                fuse_reply_err(req, 0)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.rmdir = { req, _, name in
+            let exists = (try? FuseAdapter.from(req).fs.lookup(FuseAdapter.bytes(name))) != nil
+            FuseAdapter.reply(req, exists ? .notDirectory : .noSuchFile)
+        }
+        ops.symlink = { req, _, _, _ in FuseAdapter.reply(req, .notPermitted) }
+        ops.rename = { req, _, _, _, _, _ in FuseAdapter.reply(req, .notPermitted) }
+        ops.link = { req, _, _, _ in FuseAdapter.reply(req, .notPermitted) }
+        ops.open = { req, ino, fi in
+            guard let fi else { return FuseAdapter.reply(req, .invalidArgument) }
+            let flags = cfuse_fi_flags(fi)
+            let writing = flags & O_ACCMODE != O_RDONLY
+            do {
+                try FuseAdapter.from(req).fs.open(UInt64(ino), forWriting: writing, truncate: flags & O_TRUNC != 0)
+                cfuse_fi_set_fh(fi, UInt64(FuseAdapter.caller(req).uid))
+                cfuse_fi_set_direct_io(fi)
+                fuse_reply_open(req, fi)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.create = { req, parent, name, mode, fi in
+            guard let fi else { return FuseAdapter.reply(req, .invalidArgument) }
+            do {
+                var e = FuseAdapter.entry(try FuseAdapter.from(req).fs.create(FuseAdapter.bytes(name), mode: mode & 0o7777))
+                cfuse_fi_set_fh(fi, UInt64(FuseAdapter.caller(req).uid))
+                cfuse_fi_set_direct_io(fi)
+                fuse_reply_create(req, &e, fi)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.read = { req, ino, size, off, fi in
+            // The opener's uid decides the rate limit (file->f_cred).
+            let uid = fi.map { UInt32(truncatingIfNeeded: cfuse_fi_fh($0)) } ?? FuseAdapter.caller(req).uid
+            do {
+                let data = try FuseAdapter.from(req).fs.read(UInt64(ino), offset: Int64(off), count: size, uid: uid)
+                data.withUnsafeBytes { p in _ = fuse_reply_buf(req, p.baseAddress?.assumingMemoryBound(to: CChar.self), data.count) }
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.write = { req, ino, buf, size, _, _ in
+            let data = buf.map { Array(UnsafeRawBufferPointer(start: $0, count: size)) } ?? []
+            do {
+                let n = try FuseAdapter.from(req).fs.write(UInt64(ino), data)
+                fuse_reply_write(req, n)
+            } catch { FuseAdapter.reply(req, error) }
+        }
+        ops.release = { req, ino, _ in
+            FuseAdapter.from(req).fs.release(UInt64(ino))
+            fuse_reply_err(req, 0)
+        }
+        ops.fsync = { req, _, _, _ in FuseAdapter.reply(req, .invalidArgument) }
+        ops.opendir = { req, ino, fi in
+            guard let fi else { return FuseAdapter.reply(req, .invalidArgument) }
+            let a = FuseAdapter.from(req)
+            let entries: [([UInt8], UInt64)] = [(Array(".".utf8), Efivarfs.rootIno), (Array("..".utf8), Efivarfs.rootIno)] + a.fs.list()
+            a.dirLock.lock()
+            let h = a.nextDirHandle
+            a.nextDirHandle += 1
+            a.dirSnapshots[h] = entries
+            a.dirLock.unlock()
+            cfuse_fi_set_fh(fi, h)
+            fuse_reply_open(req, fi)
+        }
+        ops.readdir = { req, _, size, off, fi in
+            let a = FuseAdapter.from(req)
+            let h = fi.map { cfuse_fi_fh($0) } ?? 0
+            a.dirLock.lock()
+            let entries = a.dirSnapshots[h] ?? []
+            a.dirLock.unlock()
+            var buffer = [CChar](repeating: 0, count: size)
+            var used = 0
+            var index = Int(off)
+            while index < entries.count {
+                let (name, ino) = entries[index]
+                var st = Glibc.stat()
+                st.st_ino = UInt(ino)
+                st.st_mode = index < 2 ? S_IFDIR : S_IFREG
+                let cname = name.map { CChar(bitPattern: $0) } + [0]
+                let needed = buffer.withUnsafeMutableBufferPointer { b in
+                    fuse_add_direntry(req, b.baseAddress! + used, size - used, cname, &st, off_t(index + 1))
+                }
+                if used + needed > size { break }
+                used += needed
+                index += 1
+            }
+            buffer.withUnsafeBufferPointer { b in _ = fuse_reply_buf(req, b.baseAddress, used) }
+        }
+        ops.releasedir = { req, _, fi in
+            let a = FuseAdapter.from(req)
+            if let fi {
+                a.dirLock.lock(); a.dirSnapshots[cfuse_fi_fh(fi)] = nil; a.dirLock.unlock()
+            }
+            fuse_reply_err(req, 0)
+        }
+        ops.statfs = { req, _ in
+            let s = FuseAdapter.from(req).fs.statfs()
+            var v = statvfs()
+            v.f_bsize = UInt(s.blockSize)
+            v.f_frsize = UInt(s.blockSize)
+            v.f_blocks = UInt(s.blocks)
+            v.f_bfree = UInt(s.blocksFree)
+            v.f_bavail = UInt(s.blocksAvailable)
+            v.f_namemax = UInt(s.nameMax)
+            fuse_reply_statfs(req, &v)
+        }
+        ops.setxattr = { req, _, _, _, _, _ in FuseAdapter.reply(req, .notSupported) }
+        ops.getxattr = { req, _, _, _ in FuseAdapter.reply(req, .notSupported) }
+        ops.listxattr = { req, _, size in
+            if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
+        }
+        ops.removexattr = { req, _, _ in FuseAdapter.reply(req, .notSupported) }
+        ops.ioctl = { req, ino, cmd, _, _, flags, inBuf, inSize, outSize in
+            FuseAdapter.from(req).ioctl(req, UInt64(ino), UInt(cmd), inBuf, inSize, outSize)
+        }
+        return ops
+    }
+
+    /// FS_IOC_GETFLAGS/SETFLAGS and FS_IOC_FSGETXATTR/FSSETXATTR (the kernel's fileattr
+    /// path sends both); anything else, and any ioctl on the directory, is ENOTTY.
+    func ioctl(_ req: fuse_req_t?, _ ino: UInt64, _ cmd: UInt, _ inBuf: UnsafeRawPointer?, _ inSize: Int, _ outSize: Int) {
+        let caller = FuseAdapter.caller(req)
+        let privileged = caller.uid == 0  // CAP_FOWNER / CAP_LINUX_IMMUTABLE: root only in this model
+        do {
+            switch cmd {
+            case cfuse_ioc_getflags():
+                let flags = try fs.getFlags(ino)
+                var out = [UInt8](repeating: 0, count: max(outSize, 4))
+                out.storeLE(flags, at: 0)
+                out.withUnsafeBytes { p in _ = fuse_reply_ioctl(req, 0, p.baseAddress, outSize) }
+            case cfuse_ioc_setflags():
+                guard let inBuf, inSize >= 4 else { throw Errno.invalidArgument }
+                let flags = inBuf.loadUnaligned(as: UInt32.self)
+                try fs.setFlags(ino, flags, callerUid: caller.uid, privileged: privileged)
+                fuse_reply_ioctl(req, 0, nil, 0)
+            case cfuse_ioc_fsgetxattr():
+                let flags = try fs.getFlags(ino)
+                // struct fsxattr: fsx_xflags u32 first; FS_XFLAG_IMMUTABLE = 0x8.
+                var out = [UInt8](repeating: 0, count: max(outSize, 28))
+                out.storeLE(UInt32(flags & Efivarfs.immutableFlag != 0 ? 0x8 : 0), at: 0)
+                out.withUnsafeBytes { p in _ = fuse_reply_ioctl(req, 0, p.baseAddress, outSize) }
+            case cfuse_ioc_fssetxattr():
+                guard let inBuf, inSize >= 28 else { throw Errno.invalidArgument }
+                let x = Array(UnsafeRawBufferPointer(start: inBuf, count: 28))
+                let xflags = x.loadLE(UInt32.self, at: 0)
+                // extsize, projid, cowextsize, or any flag but IMMUTABLE: EOPNOTSUPP.
+                if xflags & ~UInt32(0x8) != 0 || x.loadLE(UInt32.self, at: 4) != 0 || x.loadLE(UInt32.self, at: 12) != 0
+                    || x.loadLE(UInt32.self, at: 16) != 0 {
+                    _ = try fs.getFlags(ino)
+                    throw Errno.notSupported
+                }
+                try fs.setFlags(ino, xflags & 0x8 != 0 ? Efivarfs.immutableFlag : 0, callerUid: caller.uid, privileged: privileged)
+                fuse_reply_ioctl(req, 0, nil, 0)
+            default:
+                throw Errno.noTTY
+            }
+        } catch let e as Errno {
+            FuseAdapter.reply(req, e)
+        } catch {
+            FuseAdapter.reply(req, .ioError)
+        }
+    }
+}
