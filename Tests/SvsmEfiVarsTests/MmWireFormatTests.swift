@@ -1,0 +1,133 @@
+import Testing
+@testable import SvsmEfiVars
+
+@Suite("MM communicate wire format")
+struct MmWireFormatTests {
+    /// uefi-variables.md §2.5: GetVariable("Timeout", EFI_GLOBAL_VARIABLE, DataSize = 2).
+    static let getTimeoutRequest = hex("""
+        33d532ede69909429cc02d72cdd998a7 4600000000000000
+        0100000000000000 0000000000000000
+        61dfe48bca93d211aa0d00e098032b8c 0200000000000000 1000000000000000 00000000
+        540069006d0065006f00750074000000 0000
+        """)
+
+    @Test("GET_VARIABLE request encodes byte for byte as the worked example")
+    func getVariableRequestGolden() {
+        let payload = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("Timeout"), attributes: 0, dataSize: 2)
+        let buffer = MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.getVariable, payload: payload))
+        #expect(Hex.encode(buffer) == Hex.encode(Self.getTimeoutRequest))
+        #expect(buffer.count == 24 + 70)
+    }
+
+    @Test("GET_VARIABLE response: status 0, attributes 7, DataSize 2, data 05 00")
+    func getVariableResponseGolden() {
+        let store = VariableStore.booted([("Timeout", .globalVariable, .nvBsRt, [5, 0])])
+        let service = VariableService(store: store)
+        let message = Array(Self.getTimeoutRequest[24...])
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: message)!
+        let expected = hex("""
+            0100000000000000 0000000000000000
+            61dfe48bca93d211aa0d00e098032b8c 0200000000000000 1000000000000000 07000000
+            540069006d0065006f00750074000000 0500
+            """)
+        #expect(Hex.encode(reply) == Hex.encode(expected))
+    }
+
+    @Test("GET_VARIABLE with DataSize 0 answers BUFFER_TOO_SMALL with the size and attributes")
+    func getVariableTooSmall() {
+        let store = VariableStore.booted([("Timeout", .globalVariable, .nvBsRt, [5, 0])])
+        let service = VariableService(store: store)
+        let payload = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("Timeout"), attributes: 0, dataSize: 0)
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.getVariable, payload: payload))!
+        let expected = hex("""
+            0100000000000000 0500000000000080
+            61dfe48bca93d211aa0d00e098032b8c 0200000000000000 1000000000000000 07000000
+            540069006d0065006f00750074000000
+            """)
+        #expect(Hex.encode(reply) == Hex.encode(expected))
+    }
+
+    @Test("GET_PAYLOAD_SIZE answers 65496 (64 KiB - 24 - 16)")
+    func payloadSize() {
+        let reply = VariableService().handleMmRequest(headerGuid: .smmVariableProtocol,
+                                                      message: SmmVariableHeader.message(.getPayloadSize, payload: [UInt8](repeating: 0, count: 8)))!
+        #expect(Hex.encode(reply) == "0b00000000000000" + "0000000000000000" + "d8ff000000000000")
+    }
+
+    @Test("GET_NEXT_VARIABLE_NAME from the empty name returns the first variable")
+    func getNextGolden() {
+        let store = VariableStore.booted([("Timeout", .globalVariable, .nvBsRt, [5, 0])])
+        let service = VariableService(store: store)
+        let payload = GetNextVariableNamePayload.encode(guid: .zero, name: [], nameBufferSize: 18)
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.getNextVariableName, payload: payload))!
+        let expected = hex("""
+            0200000000000000 0000000000000000
+            61dfe48bca93d211aa0d00e098032b8c 1000000000000000
+            540069006d0065006f00750074000000 0000
+            """)
+        #expect(Hex.encode(reply) == Hex.encode(expected))
+    }
+
+    @Test("QUERY_VARIABLE_INFO for NV|BS|RT on an empty store reports the 4M OVMF figures")
+    func queryGolden() {
+        var s = VariableStore(); s.signalEndOfDxe(); s.signalExitBootServices()
+        let reply = VariableService(store: s).handleMmRequest(headerGuid: .smmVariableProtocol,
+                                                              message: SmmVariableHeader.message(.queryVariableInfo, payload: QueryVariableInfoPayload.encode(attributes: 7)))!
+        // Max 0x3ff9c, remaining 0x3ff9c, max variable 0x8400 - 60 = 0x83c4.
+        #expect(Hex.encode(reply) == "0400000000000000" + "0000000000000000" + "9cff030000000000" + "9cff030000000000" + "c483000000000000" + "0700000000000000")
+    }
+
+    @Test("GET_STATISTICS and the runtime-cache functions answer EFI_UNSUPPORTED", arguments: [7, 12, 13, 14, 99])
+    func unsupportedFunctions(_ f: UInt64) {
+        let reply = VariableService().handleMmRequest(headerGuid: .smmVariableProtocol,
+                                                      message: SmmVariableHeader.message(SmmVariableFunction(rawValue: f), payload: [UInt8](repeating: 0, count: 64)))!
+        #expect(reply.loadLE(UInt64.self, at: 8) == EfiStatus.unsupported.rawValue)
+    }
+
+    @Test("a header GUID nobody serves leaves the message unchanged")
+    func unknownGuid() {
+        #expect(VariableService().handleMmRequest(headerGuid: EfiGuid("12345678-1234-1234-1234-123456789abc")!, message: [1, 2, 3]) == nil)
+    }
+
+    @Test("malformed access payloads: short is BAD_BUFFER_SIZE, inconsistent sizes ACCESS_DENIED, store unchanged",
+          arguments: [
+            // payload shorter than the 36-byte fixed part
+            ("short", [UInt8](repeating: 0, count: 20), EfiStatus.badBufferSize),
+            // NameSize 0
+            ("nameSize0", AccessVariablePayload.encode(guid: .globalVariable, name: [], attributes: 7, dataSize: 0).enumerated().map { $0.offset == 24 ? 0 : $0.element }, .accessDenied),
+            // DataSize past the end
+            ("dataPastEnd", { var p = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("X"), attributes: 7, dataSize: 1, data: [1]); p.storeLE(UInt64(100), at: 16); return p }(), .accessDenied),
+            // name without NUL
+            ("noNul", { var p = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("X"), attributes: 7, dataSize: 1, data: [1]); p[38] = 0x41; return p }(), .accessDenied),
+            // odd NameSize
+            ("oddNameSize", { var p = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("X"), attributes: 7, dataSize: 1, data: [1]); p.storeLE(UInt64(3), at: 24); return p }(), .accessDenied),
+            // overflowing sizes
+            ("overflow", { var p = AccessVariablePayload.encode(guid: .globalVariable, name: Ucs2.units("X"), attributes: 7, dataSize: 1, data: [1]); p.storeLE(UInt64.max - 10, at: 16); return p }(), .accessDenied),
+          ])
+    func malformedSet(_ label: String, _ payload: [UInt8], _ status: EfiStatus) {
+        let service = VariableService(store: VariableStore())
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.setVariable, payload: payload))!
+        #expect(EfiStatus(rawValue: reply.loadLE(UInt64.self, at: 8)) == status, "\(label)")
+        #expect(service.withStore { $0.count } == 0)
+    }
+
+    @Test("a message shorter than the SMM header is returned untouched")
+    func shortMessage() {
+        #expect(VariableService().handleMmRequest(headerGuid: .smmVariableProtocol, message: [1, 2, 3]) == [1, 2, 3])
+    }
+
+    @Test("the boot events are handled and idempotent")
+    func events() {
+        let service = VariableService()
+        for _ in 0..<2 {
+            _ = service.handleMmRequest(headerGuid: .endOfDxeEvent, message: [0])
+            _ = service.handleMmRequest(headerGuid: .readyToBootEvent, message: [0])
+            _ = service.handleMmRequest(headerGuid: .exitBootServicesEvent, message: [0])
+        }
+        let phase = service.withStore { $0.phase }
+        #expect(phase.endOfDxe && phase.readyToBoot && phase.atRuntime)
+        // READY_TO_BOOT as a function after ExitBootServices is EFI_UNSUPPORTED.
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.readyToBoot, payload: []))!
+        #expect(reply.loadLE(UInt64.self, at: 8) == EfiStatus.unsupported.rawValue)
+    }
+}

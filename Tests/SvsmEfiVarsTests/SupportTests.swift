@@ -1,0 +1,50 @@
+import Testing
+@testable import SvsmEfiVars
+
+@Suite("Support types")
+struct SupportTests {
+    @Test("EFI_GUID binary form is Data1..Data3 little-endian, Data4 as is")
+    func guidBinaryOrder() {
+        let g = EfiGuid("8be4df61-93ca-11d2-aa0d-00e098032b8c")!
+        #expect(Hex.encode(g.bytes) == "61dfe48bca93d211aa0d00e098032b8c")
+        #expect(g.description == "8be4df61-93ca-11d2-aa0d-00e098032b8c")
+        #expect(EfiGuid("8BE4DF61-93CA-11D2-AA0D-00E098032B8C") == g)
+    }
+
+    @Test("gEfiSmmVariableProtocolGuid bytes match the StMM header GUID")
+    func smmGuid() {
+        #expect(Hex.encode(EfiGuid.smmVariableProtocol.bytes) == "33d532ede69909429cc02d72cdd998a7")
+    }
+
+    @Test("uuid_is_valid: 36 characters, dashes at 8/13/18/23, hex elsewhere",
+          arguments: ["12345678-1234-1234-1234-123456789abc", "ABCDEF01-abcd-ABCD-abcd-0123456789AB"])
+    func guidTextValid(_ s: String) { #expect(EfiGuid(s) != nil) }
+
+    @Test("malformed GUID text is refused",
+          arguments: ["12345678=1234-1234-1234-123456789abc", "1234567-1234-1234-1234-123456789abcd", "g2345678-1234-1234-1234-123456789abc", ""])
+    func guidTextInvalid(_ s: String) { #expect(EfiGuid(s) == nil) }
+
+    @Test("attributes parse from names and numbers")
+    func attributes() {
+        #expect(VariableAttributes(parsing: "nv,bs,rt")?.rawValue == 7)
+        #expect(VariableAttributes(parsing: "0x27")?.rawValue == 0x27)
+        #expect(VariableAttributes(parsing: "nv,xx") == nil)
+        #expect(VariableAttributes(rawValue: 0x67).description == "nv,bs,rt,at,ap")
+    }
+
+    @Test("EFI_STATUS values carry the error bit")
+    func statusValues() {
+        #expect(EfiStatus.notFound.rawValue == 0x8000_0000_0000_000E)
+        #expect(EfiStatus.securityViolation.name == "EFI_SECURITY_VIOLATION")
+        #expect(!EfiStatus.success.isError)
+    }
+
+    @Test("Linux ucs2_as_utf8 encodes surrogates one at a time")
+    func linuxUtf8() {
+        #expect(Ucs2.linuxUtf8([0x41, 0xE9, 0x20AC]) == [0x41, 0xC3, 0xA9, 0xE2, 0x82, 0xAC])
+        #expect(Ucs2.linuxUtf8([0xD83D]) == [0xED, 0xA0, 0xBD])
+    }
+
+    @Test("CRC-32 matches the IEEE check value")
+    func crc() { #expect(Crc32.checksum(Array("123456789".utf8)) == 0xCBF4_3926) }
+}
