@@ -7,11 +7,16 @@ enum Daemon {
     static func spawnAndWait(arguments: [String]) -> Int32 {
         var fds: [Int32] = [0, 0]
         guard pipe(&fds) == 0 else { return 1 }
+        // The server lives on after we exit: it must not keep any descriptor we inherited
+        // (a caller waiting for our output, or Foundation's process-exit socket, would
+        // otherwise wait for the server instead of for us).
+        markInheritedDescriptorsCloseOnExec(except: [fds[0], fds[1]])
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         // Close the read end first: it may itself be descriptor 3.
         posix_spawn_file_actions_addclose(&actions, fds[0])
         posix_spawn_file_actions_adddup2(&actions, fds[1], 3)
+        if fds[1] != 3 { posix_spawn_file_actions_addclose(&actions, fds[1]) }
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         posix_spawnattr_setflags(&attr, Int16(0x80)  /* POSIX_SPAWN_SETSID (glibc) */)
@@ -35,6 +40,15 @@ enum Daemon {
         waitpid(pid, &status, 0)
         let code = (status >> 8) & 0xff
         return code == 0 ? 1 : code
+    }
+
+    static func markInheritedDescriptorsCloseOnExec(except keep: Set<Int32>) {
+        guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }
+        for e in entries {
+            guard let fd = Int32(e), fd > 2, !keep.contains(fd) else { continue }
+            let flags = fcntl(fd, F_GETFD)
+            if flags >= 0 { _ = fcntl(fd, F_SETFD, flags | FD_CLOEXEC) }
+        }
     }
 
     /// In the child: tell the parent the mount is up, then let go of its terminal.

@@ -54,6 +54,12 @@ struct FuseMount {
         }
         defer { fuse_session_destroy(se) }
         adapter.session = se
+        // A parent may have started us with these signals blocked (the mask is inherited);
+        // unblock them before libfuse's threads exist so that they inherit the open mask.
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
+        for sig in [SIGINT, SIGTERM, SIGHUP] { sigaddset(&unblock, sig) }
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
         guard fuse_set_signal_handlers(se) == 0 else { throw .fuse("cannot install signal handlers") }
         defer { fuse_remove_signal_handlers(se) }
         guard fuse_session_mount(se, mountPoint) == 0 else {
