@@ -38,7 +38,8 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SvsmEfiVars"]
+            dependencies: ["SvsmEfiVars"],
+            exclude: ["Selftests"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -240,14 +240,20 @@ public final class Efivarfs: @unchecked Sendable {
         return buffer.count
     }
 
-    /// `check_var_size` with the x86 `efi_query_variable_store` (storage paranoia): keep
-    /// EFI_MIN_RESERVE bytes free.
+    /// `check_var_size` with the x86 `efi_query_variable_store` (arch/x86/platform/efi/
+    /// quirks.c): only for non-volatile writes, refuse one that would leave less than
+    /// EFI_MIN_RESERVE bytes. The subtraction wraps as the kernel's u64 does, so a write
+    /// larger than the space left passes here and the store answers OUT_OF_RESOURCES. The
+    /// garbage-collection dummy write the kernel tries first is not modelled: the store
+    /// has no garbage to collect.
     func checkVariableSize(_ cpu: SvsmVariableDriver.Cpu, attributes: UInt32, size: Int) -> EfiStatus {
-        switch cpu.queryVariableInfo(attributes: attributes & ~VariableAttributes.appendWrite.rawValue) {
+        guard attributes & VariableAttributes.nonVolatile.rawValue != 0 else { return .success }
+        switch cpu.queryVariableInfo(attributes: attributes) {
         case .failure(let e): return e.status
         case .success(let info):
-            if info.maximumVariableStorageSize == 0 || UInt64(size) > info.remainingVariableStorageSize { return .outOfResources }
-            if options.reservedSpace > 0 && info.remainingVariableStorageSize - UInt64(size) < options.reservedSpace { return .outOfResources }
+            if options.reservedSpace > 0 && info.remainingVariableStorageSize &- UInt64(size) < options.reservedSpace {
+                return .outOfResources
+            }
             return .success
         }
     }
