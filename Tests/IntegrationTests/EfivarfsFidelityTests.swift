@@ -72,6 +72,27 @@ struct EfivarfsFidelityTests {
         }
     }
 
+    @Test("efibootmgr -c creates an entry for a loader on a GPT disk image's ESP (loop device)")
+    func efibootmgrCreate() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        let image = "\(tmp)/disk.img"
+        try #require(Shell.run("truncate -s 64M '\(image)' && printf 'label: gpt\\n,32M,U\\n,,L\\n' | sfdisk -q '\(image)'").status == 0)
+        let attach = Shell.run("losetup -f --show -P '\(image)'")
+        try #require(attach.status == 0, "losetup: \(attach.err)")
+        let loop = attach.out.trimmingCharacters(in: .whitespacesAndNewlines)
+        defer { Shell.run("losetup -d '\(loop)'") }
+        try Bridge.withMount { dir in
+            let env = ["EFIVARFS_PATH": dir + "/"]
+            let c = Shell.run("efibootmgr -c -d '\(loop)' -p 1 -L 'Test Loader' -l '\\EFI\\test\\grubx64.efi'", environment: env)
+            #expect(c.status == 0, "\(c.err)")
+            let v = Shell.run("efibootmgr -v", environment: env).out
+            #expect(v.contains("Boot0003* Test Loader\tHD(1,GPT,"), "\(v)")
+            #expect(v.contains("/File(\\EFI\\test\\grubx64.efi)"))
+            #expect(v.contains("BootOrder: 0003,0001,0002,0000"))
+        }
+    }
+
     @Test("operations efivarfs does not have fail as efivarfs fails")
     func missingOperations() throws {
         try Bridge.withMount { dir in

@@ -208,3 +208,23 @@ struct EfivarfsOverDriverTests {
         #expect(s.blocksAvailable == info.remainingVariableStorageSize - 5120)
     }
 }
+
+@Suite("non-root read rate limit")
+struct ReadRateLimitTests {
+    final class FakeClock: @unchecked Sendable {
+        var t: UInt64 = 1_000
+        var sleeps: [UInt32] = []
+    }
+
+    @Test("100 reads per second per uid, then the reader sleeps in 50 ms steps until the window passes")
+    func limit() {
+        let clock = FakeClock()
+        let limiter = ReadRateLimiter(now: { clock.t }, sleep: { us in clock.sleeps.append(us); clock.t += UInt64(us) * 1_000 })
+        for _ in 0..<100 { limiter.wait(uid: 1000) }
+        #expect(clock.sleeps.isEmpty)
+        limiter.wait(uid: 1000)  // the 101st read waits for the next one-second window
+        #expect(clock.sleeps.count == 20 && clock.sleeps.allSatisfy { $0 == 50_000 })
+        // Another uid has its own budget.
+        #expect(limiter.tryAcquire(uid: 1001))
+    }
+}
