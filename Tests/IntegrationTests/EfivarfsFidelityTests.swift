@@ -202,6 +202,14 @@ struct EfivarfsFidelityTests {
             let r = Shell.run("exec 3<'\(f)'; chattr -i '\(f)'; printf '\\x07\\x00\\x00\\x00xyz' > '\(f)'; od -An -c <&3")
             #expect(r.out.contains("x   y   z"), "\(r.out)")
             #expect(Shell.run("stat -c %s '\(f)'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "7")
+            // A successful write sets mtime and ctime; chmod lives in memory.
+            let t = "\(dir)/Timeout-\(globalGuid)"
+            Shell.run("touch -d '2001-01-01' '\(t)'")
+            #expect(Shell.run("stat -c %Y '\(t)'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "978307200")
+            Shell.run("printf '\\x07\\x00\\x00\\x00\\x03\\x00' > '\(t)'")
+            let mtime = Double(Shell.run("stat -c %Y '\(t)'").out.trimmingCharacters(in: .whitespacesAndNewlines))!
+            #expect(abs(mtime - Date().timeIntervalSince1970) < 60)
+            #expect(Shell.run("chmod 600 '\(t)' && stat -c %a '\(t)'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "600")
             Shell.run("chattr -i '\(f)'; rm '\(f)'")
         }
     }

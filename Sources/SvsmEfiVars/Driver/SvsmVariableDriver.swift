@@ -82,16 +82,21 @@ public final class SvsmVariableDriver: Sendable {
 
     /// One MM communicate round trip: header + message into the buffer, RCX = its GPA,
     /// RDX = its size, the message read back. Used by the driver and the firmware model.
+    /// The trace record of a variable-protocol message carries its function and status.
     public static func mmCommunicate(transport: SvsmCallTransport, vcpu: Vcpu, caa: GuestPhysicalAddress,
-                                     buffer: GuestPhysicalAddress, bufferSize: Int, headerGuid: EfiGuid, message: [UInt8],
-                                     annotate: ((inout SvsmCallRecord, [UInt8]) -> Void)? = nil) throws(SvsmCallError) -> [UInt8] {
+                                     buffer: GuestPhysicalAddress, bufferSize: Int, headerGuid: EfiGuid,
+                                     message: [UInt8]) throws(SvsmCallError) -> [UInt8] {
         try? transport.memory.write(buffer, MmCommunicateHeader.encode(headerGuid: headerGuid, message: message))
         let body = buffer.advanced(by: UInt64(MmCommunicateHeader.size))
         var reply: [UInt8]?
         try transport.perform(.uefiMmRequest, rcx: buffer.rawValue, rdx: UInt64(bufferSize), on: vcpu, caa: caa) { record in
             // Read the answer here so the trace carries what the message says.
             reply = try? transport.memory.read(body, count: message.count)
-            annotate?(&record, reply ?? [])
+            guard headerGuid == .smmVariableProtocol, message.count >= SmmVariableHeader.size else { return }
+            record.mmFunction = SmmVariableFunction(rawValue: message.loadLE(UInt64.self, at: SmmVariableHeader.functionOffset))
+            if record.error == nil, let r = reply {
+                record.efiStatus = EfiStatus(rawValue: r.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
+            }
         }
         if let r = reply { return r }
         return (try? transport.memory.read(body, count: message.count)) ?? message
@@ -104,12 +109,7 @@ public final class SvsmVariableDriver: Sendable {
                             function: SmmVariableFunction, payload: [UInt8]) throws(SvsmCallError) -> (EfiStatus, [UInt8]) {
         let message = SmmVariableHeader.message(function, payload: payload)
         let reply = try mmCommunicate(transport: transport, vcpu: vcpu, caa: vcpu.svsmCaa, buffer: buffer, bufferSize: bufferSize,
-                                      headerGuid: .smmVariableProtocol, message: message) { record, r in
-            record.mmFunction = function
-            if record.error == nil, r.count >= SmmVariableHeader.size {
-                record.efiStatus = EfiStatus(rawValue: r.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
-            }
-        }
+                                      headerGuid: .smmVariableProtocol, message: message)
         let status = EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
         return (status, Array(reply[SmmVariableHeader.size...]))
     }
@@ -118,6 +118,9 @@ public final class SvsmVariableDriver: Sendable {
     public func onCpu<R>(_ body: (Cpu) -> R) -> R {
         vcpus.withVcpu { v in body(Cpu(driver: self, vcpu: v)) }
     }
+
+    /// Runs `body` on a vCPU the caller already holds.
+    public func onCpuHeld<R>(_ vcpu: Vcpu, _ body: (Cpu) -> R) -> R { body(Cpu(driver: self, vcpu: vcpu)) }
 
     /// The efivar operations, bound to the vCPU the caller holds.
     public struct Cpu {

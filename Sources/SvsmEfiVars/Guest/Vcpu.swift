@@ -33,57 +33,63 @@ public final class Vcpu: @unchecked Sendable {
 /// that issues the VMGEXIT (the race described for `snp_svsm_vtpm_send_command`).
 public final class VcpuSet: @unchecked Sendable {
     public let vcpus: [Vcpu]
-    private var free: [Int]
+    private var busy: [Bool]
+    private var freeCount: Int
+    /// Where the next request lands: requests are spread over the vCPUs the way a
+    /// scheduler spreads tasks over CPUs, so every vCPU's CAA and buffer get used.
+    private var cursor = 0
     private let condition = NSCondition()
-    private var inUse = 0
     private var peakInUse = 0
 
     init(_ vcpus: [Vcpu]) {
         self.vcpus = vcpus
-        self.free = Array((0..<vcpus.count).reversed())
+        self.busy = [Bool](repeating: false, count: vcpus.count)
+        self.freeCount = vcpus.count
     }
 
     public var count: Int { vcpus.count }
 
+    private func take(_ index: Int) {
+        busy[index] = true
+        freeCount -= 1
+        peakInUse = max(peakInUse, vcpus.count - freeCount)
+    }
+
+    private func give(_ index: Int) {
+        condition.lock()
+        busy[index] = false
+        freeCount += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
     /// Runs `body` on a free vCPU, waiting for one if all are busy.
     public func withVcpu<R, E: Error>(_ body: (Vcpu) throws(E) -> R) throws(E) -> R {
         condition.lock()
-        while free.isEmpty { condition.wait() }
-        let index = free.removeLast()
-        inUse += 1
-        if inUse > peakInUse { peakInUse = inUse }
+        while freeCount == 0 { condition.wait() }
+        var index = cursor
+        while busy[index] { index = (index + 1) % vcpus.count }
+        cursor = (index + 1) % vcpus.count
+        take(index)
         condition.unlock()
-        defer {
-            condition.lock()
-            free.append(index)
-            inUse -= 1
-            condition.signal()
-            condition.unlock()
-        }
+        defer { give(index) }
         return try body(vcpus[index])
     }
 
     /// Runs `body` on one particular vCPU (boot code pins itself to the BSP).
     public func withVcpu<R, E: Error>(apicId: UInt32, _ body: (Vcpu) throws(E) -> R) throws(E) -> R {
+        let index = Int(apicId)
         condition.lock()
-        while !free.contains(Int(apicId)) { condition.wait() }
-        free.removeAll { $0 == Int(apicId) }
-        inUse += 1
-        if inUse > peakInUse { peakInUse = inUse }
+        while busy[index] { condition.wait() }
+        take(index)
         condition.unlock()
-        defer {
-            condition.lock()
-            free.append(Int(apicId))
-            inUse -= 1
-            condition.broadcast()
-            condition.unlock()
-        }
-        return try body(vcpus[Int(apicId)])
+        defer { give(index) }
+        return try body(vcpus[index])
     }
 
     /// vCPUs busy now and the most that were ever busy at once.
     public var usage: (inUse: Int, peak: Int) {
         condition.lock(); defer { condition.unlock() }
-        return (inUse, peakInUse)
+        return (vcpus.count - freeCount, peakInUse)
     }
 }

@@ -59,7 +59,9 @@ public final class Machine: Sendable {
         let svsm = Svsm(memory: memory, mmHandler: service)
         let hypervisor = Hypervisor(memory: memory, svsm: svsm, faults: FaultPlan())
         self.memory = memory; self.service = service; self.svsm = svsm
-        let bootVmsa = memory.svsmRegion.start
+        // The boot vCPU's VMSA lives in the SVSM's own memory; like every VMSA it must not be
+        // 2 MiB aligned (AMD erratum #1467).
+        let bootVmsa = memory.svsmRegion.start.advanced(by: 4096)
         do {
             try memory.fill(Machine.firmwareCaa, count: 4096, with: 0)
             try SecretsPage.write(.init(base: memory.svsmRegion.start, size: memory.svsmRegion.length, caa: Machine.firmwareCaa,
@@ -69,7 +71,7 @@ public final class Machine: Sendable {
         note("SVSM launch: boot vCPU 0, VMSA \(bootVmsa), CAA \(Machine.firmwareCaa) (secrets page SVSM_CAA)")
 
         // Firmware runs on the boot vCPU with the secrets-page CAA; no fault injection yet.
-        let fwTransport = SvsmCallTransport(memory: memory, hypervisor: hypervisor, maxRetries: config.maxRetries)
+        let fwTransport = SvsmCallTransport(memory: memory, hypervisor: hypervisor, maxRetries: config.maxRetries, observer: config.observer)
         let bsp = Vcpu(apicId: 0, vmsa: bootVmsa, caa: Machine.firmwareCaa)
         var all = [bsp]
         let firmware = FirmwareModel(memory: memory, transport: fwTransport, bsp: bsp)

@@ -16,7 +16,7 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self]
+        subcommands: [MountCommand.self, ScenarioCommand.self]
     )
 }
 
@@ -76,6 +76,9 @@ struct MountCommand: ParsableCommand {
 
     @OptionGroup var machine: MachineOptions
 
+    @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
+    var trace: String?
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFd: Int32?
 
@@ -109,13 +112,20 @@ struct MountCommand: ParsableCommand {
 
     func run() throws {
         let opts = try parsedOptions()
-        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, threads: max(4, min(machine.vcpus, 64)))
+        // As many FUSE worker threads as vCPUs, so that every vCPU can be busy at once.
+        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, threads: max(4, machine.vcpus))
         do { try fuse.checkMountPoint() } catch { fail(error.description) }
         if !foreground && readyFd == nil {
             throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
         }
+        var config = machine.configuration()
+        var tracer: TraceWriter?
+        if let path = trace {
+            do { tracer = try TraceWriter(path: path) } catch { fail("cannot write the trace file \(path): \(error.localizedDescription)") }
+            config.observer = tracer
+        }
         let machineInstance: Machine
-        do { machineInstance = try Machine(machine.configuration()) } catch { fail(error.description) }
+        do { machineInstance = try Machine(config) } catch { fail(error.description) }
         var fsOptions = Efivarfs.Options()
         fsOptions.uid = opts.uid
         fsOptions.gid = opts.gid
@@ -125,7 +135,8 @@ struct MountCommand: ParsableCommand {
             try fuse.serve(fs) {
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }
-        } catch { fail(error.description) }
+        } catch { tracer?.flush(); fail(error.description) }
+        tracer?.flush()
         withExtendedLifetime(machineInstance) {}
     }
 
