@@ -134,17 +134,24 @@ struct MmVariableHandler {
         return store.setVariable(VariableKey(guid: h.guid, name: h.name), attributes: attrs, data: data)
     }
 
-    /// LOCK_VARIABLE (the deprecated VariableLock protocol), refused after EndOfDxe. The
-    /// lock itself is a LOCK_NOW property until variable policies land.
+    /// LOCK_VARIABLE (the deprecated VariableLock protocol, VariableLockRequestToLock.c):
+    /// refused after EndOfDxe; otherwise a LOCK_NOW policy for exactly this name, which
+    /// takes effect at EndOfDxe. Registering the same lock twice succeeds only if the
+    /// existing policy already write-protects the variable.
     private func lockVariable(_ m: [UInt8], _ p: Int, _ payloadSize: Int, _ store: inout VariableStore) -> EfiStatus {
         guard payloadSize >= GetNextVariableNamePayload.nameOffset else { return .badBufferSize }
         let nameSize = m.loadLE(UInt64.self, at: p + GetNextVariableNamePayload.nameSizeOffset)
         guard let n = name(m, at: p + GetNextVariableNamePayload.nameOffset, size: nameSize, limit: p + payloadSize) else { return .accessDenied }
         if store.phase.endOfDxe { return .accessDenied }
-        let key = VariableKey(guid: EfiGuid(bytes: m, at: p), name: n)
-        var prop = store.variableProperty(key) ?? VariableProperty(minSize: 0)
-        prop.property |= VariableProperty.readOnly
-        return store.setVariableProperty(key, prop)
+        let guid = EfiGuid(bytes: m, at: p)
+        var lock = VariablePolicy(namespace: guid, name: n, lockType: .lockNow)
+        lock.maxSize = VariablePolicyEntryLayout.noMaxSize
+        let status = store.policy.register(lock)
+        if status == .alreadyStarted {
+            let existing = store.policy.bestMatch(name: n, guid: guid)
+            return existing?.lockType == .lockNow ? .success : .accessDenied
+        }
+        return status
     }
 
     private func property(_ f: SmmVariableFunction, _ m: inout [UInt8], _ p: Int, _ payloadSize: Int, _ store: inout VariableStore) -> EfiStatus {

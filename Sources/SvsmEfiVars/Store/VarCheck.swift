@@ -140,16 +140,18 @@ extension VariableStore {
                 }
             }
         }
-        if isDelete { return .success }
-        // SetVariableCheckHandlerUefiDefined.
-        if attributes.contains(.hardwareErrorRecord) {
-            guard key.guid == .hardwareErrorVariable, VarCheckTable.uefiRule(key) != nil else { return .invalidParameter }
+        // SetVariableCheckHandlerUefiDefined (skipped for deletes).
+        if !isDelete {
+            if attributes.contains(.hardwareErrorRecord) {
+                guard key.guid == .hardwareErrorVariable, VarCheckTable.uefiRule(key) != nil else { return .invalidParameter }
+            }
+            if key.guid == .globalVariable || key.guid == .imageSecurityDatabase || key.guid == .hardwareErrorVariable {
+                guard let rule = VarCheckTable.uefiRule(key) else { return .invalidParameter }
+                if !payload.isEmpty && !UefiDataValidator.validate(rule.check, payload) { return .invalidParameter }
+            }
         }
-        if key.guid == .globalVariable || key.guid == .imageSecurityDatabase || key.guid == .hardwareErrorVariable {
-            guard let rule = VarCheckTable.uefiRule(key) else { return .invalidParameter }
-            if !payload.isEmpty && !UefiDataValidator.validate(rule.check, payload) { return .invalidParameter }
-        }
-        return .success
+        // The variable policy handler (VarCheckPolicyLib `ValidateSetVariable`).
+        return policy.validate(name: key.name, guid: key.guid, attributes: attributes.rawValue, dataSize: payload.count) { find($0) }
     }
 }
 

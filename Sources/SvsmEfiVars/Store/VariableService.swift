@@ -5,6 +5,7 @@ import Synchronization
 public final class VariableService: UefiMmRequestHandler {
     private let state: Mutex<VariableStore>
     private let variables: MmVariableHandler
+    private let policies = MmPolicyHandler()
 
     public init(store: VariableStore = VariableStore()) {
         self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
@@ -16,6 +17,8 @@ public final class VariableService: UefiMmRequestHandler {
             switch headerGuid {
             case .smmVariableProtocol:
                 return variables.handle(message, store: &store)
+            case .varCheckPolicyMmiHandler:
+                return policies.handle(message, store: &store)
             case .endOfDxeEvent:
                 store.signalEndOfDxe(); return message
             case .readyToBootEvent:

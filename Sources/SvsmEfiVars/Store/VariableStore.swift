@@ -17,6 +17,8 @@ public struct VariableStore: Sendable {
     public internal(set) var hwErrUsed = 0
     /// VarCheck properties registered for exact names.
     var properties: [VariableKey: VariableProperty] = [:]
+    /// Variable policies (VariablePolicyLib).
+    public internal(set) var policy = VariablePolicyEngine()
 
     public init(limits: StoreLimits = StoreLimits()) { self.limits = limits }
 
@@ -151,7 +153,12 @@ public struct VariableStore: Sendable {
 
     // MARK: boot phases
 
-    public mutating func signalEndOfDxe() { phase.endOfDxe = true }
+    /// EndOfDxe: VarCheck enforcement starts and the MM variable driver locks the policy
+    /// interface (VariableSmm.c `SmmEndOfDxeCallback`).
+    public mutating func signalEndOfDxe() {
+        phase.endOfDxe = true
+        policy.locked = true
+    }
     public mutating func signalReadyToBoot() {
         if !phase.endOfDxe { signalEndOfDxe() }
         phase.readyToBoot = true
