@@ -131,3 +131,75 @@ struct MmWireFormatTests {
         #expect(reply.loadLE(UInt64.self, at: 8) == EfiStatus.unsupported.rawValue)
     }
 }
+
+@Suite("MM variable functions: whole-buffer golden vectors")
+struct MmGoldenTests {
+    static let vendor = EfiGuid("210be57c-9849-4fc7-a635-e6382d1aec27")!
+    static let vendorHex = "7ce50b21499 8c74fa635e6382d1aec27".replacingOccurrences(of: " ", with: "")
+
+    func run(_ service: VariableService, _ f: SmmVariableFunction, _ payload: [UInt8]) -> [UInt8] {
+        let request = MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(f, payload: payload))
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: Array(request[24...]))!
+        return Array(request[0..<24]) + reply
+    }
+
+    @Test("SET_VARIABLE: whole request and response")
+    func setVariable() {
+        let service = VariableService()
+        let payload = AccessVariablePayload.encode(guid: Self.vendor, name: Ucs2.units("Ab"), attributes: 7, dataSize: 3, data: [1, 2, 3])
+        let buffer = run(service, .setVariable, payload)
+        #expect(Hex.encode(buffer) ==
+            "33d532ede69909429cc02d72cdd998a7" + "3d00000000000000"   // header, MessageLength 16 + 36 + 6 + 3 = 61
+            + "0300000000000000" + "0000000000000000"                // SET_VARIABLE, EFI_SUCCESS
+            + Self.vendorHex + "0300000000000000" + "0600000000000000" + "07000000"
+            + "410062000000" + "010203")
+        #expect(service.withStore { $0.find(VariableKey("Ab", Self.vendor)) } == StoredVariable(attributes: .nvBsRt, data: [1, 2, 3]))
+        // The same write with RT but no BS: EFI_INVALID_PARAMETER in ReturnStatus.
+        let bad = run(service, .setVariable, AccessVariablePayload.encode(guid: Self.vendor, name: Ucs2.units("Cd"), attributes: 5, dataSize: 1, data: [1]))
+        #expect(Hex.encode(Array(bad[24..<40])) == "0300000000000000" + "0200000000000080")
+    }
+
+    @Test("READY_TO_BOOT and EXIT_BOOT_SERVICE: header-only messages answered EFI_SUCCESS")
+    func events() {
+        let service = VariableService()
+        #expect(Hex.encode(run(service, .readyToBoot, [])) == "33d532ede69909429cc02d72cdd998a7" + "1000000000000000" + "0500000000000000" + "0000000000000000")
+        #expect(Hex.encode(run(service, .exitBootService, [])) == "33d532ede69909429cc02d72cdd998a7" + "1000000000000000" + "0600000000000000" + "0000000000000000")
+        #expect(service.withStore { $0.phase } == { var p = BootPhase(); p.endOfDxe = true; p.readyToBoot = true; p.atRuntime = true; return p }())
+    }
+
+    @Test("VAR_CHECK_VARIABLE_PROPERTY_SET then _GET; built-in properties; NOT_FOUND without one")
+    func properties() {
+        let service = VariableService()
+        let prop = VariableProperty(property: 1, attributes: 7, minSize: 2, maxSize: 8)
+        let set = run(service, .varCheckVariablePropertySet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("P"), property: prop))
+        #expect(Hex.encode(Array(set[24..<40])) == "0900000000000000" + "0000000000000000")
+        let get = run(service, .varCheckVariablePropertyGet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("P"),
+                                                                                              property: VariableProperty(revision: 0, minSize: 0, maxSize: 0)))
+        #expect(Hex.encode(get) == "33d532ede69909429cc02d72cdd998a7" + "4400000000000000"
+                + "0a00000000000000" + "0000000000000000"
+                + Self.vendorHex + "0400000000000000"
+                + "0100" + "0100" + "07000000" + "0200000000000000" + "0800000000000000"
+                + "50000000")
+        // Built-in: SecureBoot is read-only BS|RT, exactly 1 byte.
+        let sb = run(service, .varCheckVariablePropertyGet, VarCheckPropertyPayload.encode(guid: .globalVariable, name: Ucs2.units("SecureBoot")))
+        #expect(Hex.encode(Array(sb[64..<88])) == "0100" + "0100" + "06000000" + "0100000000000000" + "0100000000000000")
+        let none = run(service, .varCheckVariablePropertyGet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("Q")))
+        #expect(none.loadLE(UInt64.self, at: 32) == EfiStatus.notFound.rawValue)
+        // Revision other than 1: INVALID_PARAMETER; after EndOfDxe: ACCESS_DENIED.
+        let rev = run(service, .varCheckVariablePropertySet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("R"), property: VariableProperty(revision: 2)))
+        #expect(rev.loadLE(UInt64.self, at: 32) == EfiStatus.invalidParameter.rawValue)
+        _ = service.handleMmRequest(headerGuid: .endOfDxeEvent, message: [0])
+        let late = run(service, .varCheckVariablePropertySet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("S"), property: prop))
+        #expect(late.loadLE(UInt64.self, at: 32) == EfiStatus.accessDenied.rawValue)
+        // The registered read-only property is enforced after EndOfDxe.
+        #expect(service.withStore { $0.setVariable(VariableKey("P", Self.vendor), attributes: 7, data: [1, 2]) } == .writeProtected)
+    }
+
+    @Test("GET_NEXT_VARIABLE_NAME with a short buffer: BUFFER_TOO_SMALL and the size needed, name untouched")
+    func getNextTooSmall() {
+        let s = VariableStore.booted([("Timeout", .globalVariable, .nvBsRt, [5, 0])])
+        let buffer = run(VariableService(store: s), .getNextVariableName, GetNextVariableNamePayload.encode(guid: .zero, name: [], nameBufferSize: 4))
+        #expect(Hex.encode(Array(buffer[24...])) == "0200000000000000" + "0500000000000080"
+                + "00000000000000000000000000000000" + "1000000000000000" + "00000000")
+    }
+}

@@ -200,3 +200,55 @@ struct SplitMix {
         return z ^ (z >> 31)
     }
 }
+
+@Suite("Variable store: Lang coupling and hardware error records")
+struct LangAndHwErrTests {
+    static func booted() -> VariableStore {
+        var s = VariableStore()
+        for (n, a, d) in [("LangCodes", UInt32(6), Array("engfraengfra".utf8) + [0]), ("PlatformLangCodes", 6, Array("en;fr;en-US;fr-FR".utf8) + [0]),
+                          ("Lang", 7, Array("eng".utf8) + [0]), ("PlatformLang", 7, Array("en".utf8) + [0])] {
+            #expect(s.setVariable(VariableKey(n, .globalVariable), attributes: a, data: d) == .success)
+        }
+        s.signalEndOfDxe(); s.signalExitBootServices()
+        return s
+    }
+
+    @Test("setting PlatformLang rewrites Lang to the matching ISO 639-2 code, and the reverse")
+    func coupling() {
+        var s = Self.booted()
+        #expect(s.setVariable(VariableKey("PlatformLang", .globalVariable), attributes: 7, data: Array("fr-FR".utf8) + [0]) == .success)
+        #expect(s.find(VariableKey("Lang", .globalVariable))?.data == Array("fra".utf8) + [0])
+        #expect(s.setVariable(VariableKey("Lang", .globalVariable), attributes: 7, data: Array("eng".utf8) + [0]) == .success)
+        #expect(s.find(VariableKey("PlatformLang", .globalVariable))?.data == Array("en".utf8) + [0])
+        // RFC 4646 fallback: en-GB is not listed, en is.
+        #expect(s.setVariable(VariableKey("PlatformLang", .globalVariable), attributes: 7, data: Array("en-GB".utf8) + [0]) == .success)
+        #expect(s.find(VariableKey("Lang", .globalVariable))?.data == Array("eng".utf8) + [0])
+    }
+
+    @Test("LangCodes and PlatformLangCodes are write-protected at runtime")
+    func codesProtected() {
+        var s = Self.booted()
+        // The volatile rule would say WRITE_PROTECTED too; the coupling says it first for any GUID.
+        let vendor = EfiGuid("210be57c-9849-4fc7-a635-e6382d1aec27")!
+        #expect(s.setVariable(VariableKey("LangCodes", vendor), attributes: 7, data: [0x61, 0]) == .writeProtected)
+    }
+
+    @Test("HR records need a hardware-error store; with one, they have their own quota and name rule")
+    func hardwareErrorRecords() {
+        var limits = StoreLimits(); limits.hwErrStorageSize = 0x300
+        var s = VariableStore(limits: limits)
+        s.signalEndOfDxe(); s.signalExitBootServices()
+        let hr: UInt32 = 0x0F
+        #expect(s.setVariable(VariableKey("HwErrRec0001", .hardwareErrorVariable), attributes: hr, data: [UInt8](repeating: 1, count: 200)) == .success)
+        #expect(s.setVariable(VariableKey("HwErrRec0002", .hardwareErrorVariable), attributes: hr, data: [UInt8](repeating: 1, count: 200)) == .success)
+        #expect(s.setVariable(VariableKey("HwErrRec0003", .hardwareErrorVariable), attributes: hr, data: [UInt8](repeating: 1, count: 200)) == .outOfResources)
+        #expect(s.setVariable(VariableKey("NotHwErr", .hardwareErrorVariable), attributes: hr, data: [1]) == .invalidParameter)
+        guard case .success(let info) = s.queryVariableInfo(hr) else { Issue.record("QVI"); return }
+        #expect(info.maximumVariableStorageSize == 0x300)
+        #expect(info.remainingVariableStorageSize == UInt64(0x300 - 2 * StoreLimits.recordSize(nameSize: 26, dataSize: 200)))
+        // The common pool is untouched by HR records.
+        guard case .success(let common) = s.queryVariableInfo(7) else { Issue.record("QVI"); return }
+        #expect(common.remainingVariableStorageSize == common.maximumVariableStorageSize)
+        #expect(common.maximumVariableStorageSize == UInt64(0x3ffb8 - 28 - 0x300))
+    }
+}

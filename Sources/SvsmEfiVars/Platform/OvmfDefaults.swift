@@ -59,8 +59,8 @@ public enum OvmfDefaults {
             // Volatile, recreated by the firmware on every boot.
             e("BootCurrent", g, .bsRt, u16(1)),
             e("BootOptionSupport", g, .bsRt, [0x13, 0x03, 0x00, 0x00]),
-            e("LangCodes", g, .bsRt, ascii("engfra")),
-            e("PlatformLangCodes", g, .bsRt, ascii("en;fr;en-US;fr-FR")),
+            e("LangCodes", g, .bsRt, ascii("engfraengfra")),  // PcdUefiVariableDefaultLangCodes
+            e("PlatformLangCodes", g, .bsRt, ascii("en;fr;en-US;fr-FR")),  // PcdUefiVariableDefaultPlatformLangCodes
             e("OsIndicationsSupported", g, .bsRt, u64(0x0000_0000_0000_0041)),
             e("ConInDev", g, .bsRt, conIn),
             e("ConOutDev", g, .bsRt, console),

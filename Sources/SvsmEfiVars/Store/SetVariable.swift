@@ -64,6 +64,8 @@ extension VariableStore {
             if phase.atRuntime && !e.attributes.contains(.runtimeAccess) { return .writeProtected }
             if raw != 0 && attrs.subtracting(.appendWrite) != e.attributes { return .invalidParameter }
         }
+        // 12. Lang / PlatformLang coupling.
+        if let status = autoUpdateLangVariables(key, attributes: attrs, data: payload) { return status }
         // 13. Authenticated-variable processing (AuthVariableLibProcessVariable).
         if let status = processAuthentication(key, attributes: attrs, descriptor: descriptor, existing: existing) {
             return status

@@ -17,6 +17,9 @@ public struct VariableStore: Sendable {
     public internal(set) var hwErrUsed = 0
     /// VarCheck properties registered for exact names.
     var properties: [VariableKey: VariableProperty] = [:]
+    /// The cached LangCodes / PlatformLangCodes (`mVariableModuleGlobal`).
+    var langCodes: [UInt8]?
+    var platformLangCodes: [UInt8]?
     /// Variable policies (VariablePolicyLib).
     public internal(set) var policy = VariablePolicyEngine()
 
