@@ -18,9 +18,15 @@ let package = Package(
             pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]
         ),
+        .systemLibrary(
+            name: "CCrypto",
+            pkgConfig: "libcrypto",
+            providers: [.apt(["libssl-dev"])]
+        ),
         .target(
             name: "SvsmEfiVars",
             dependencies: [
+                "CCrypto",
                 .product(name: "OrderedCollections", package: "swift-collections"),
             ]
         ),

@@ -67,7 +67,7 @@ extension VariableStore {
         // 12. Lang / PlatformLang coupling.
         if let status = autoUpdateLangVariables(key, attributes: attrs, data: payload) { return status }
         // 13. Authenticated-variable processing (AuthVariableLibProcessVariable).
-        if let status = processAuthentication(key, attributes: attrs, descriptor: descriptor, existing: existing) {
+        if let status = processAuthentication(key, attributes: attrs, data: data, descriptor: descriptor, existing: existing) {
             return status
         }
         return updateVariable(key, attributes: attrs, payload: payload, timestamp: descriptor?.timestamp, existing: existing)

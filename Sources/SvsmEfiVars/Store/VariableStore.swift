@@ -20,6 +20,8 @@ public struct VariableStore: Sendable {
     /// The cached LangCodes / PlatformLangCodes (`mVariableModuleGlobal`).
     var langCodes: [UInt8]?
     var platformLangCodes: [UInt8]?
+    /// Secure Boot behaviour switches.
+    public var secureBoot = SecureBootConfiguration()
     /// Variable policies (VariablePolicyLib).
     public internal(set) var policy = VariablePolicyEngine()
 
