@@ -48,8 +48,9 @@ struct VariableStoreTests {
         SetCase(label: "Boot#### that is not a load option", name: "Boot0009", guid: g, attributes: nvbsrt, data: [1, 0, 0, 0, 4, 0, 0, 0], runtime: true, expected: .invalidParameter),
         SetCase(label: "Lang without a NUL", name: "Lang", guid: g, attributes: nvbsrt, data: Array("eng".utf8), runtime: true, expected: .invalidParameter),
         SetCase(label: "non-authenticated write to KEK", name: "KEK", guid: g, attributes: nvbsrt, data: [1], runtime: true, expected: .invalidParameter),
-        SetCase(label: "PK needs a signature even in setup mode", name: "PK", guid: g, attributes: 0x27, data: { var d = [UInt8](repeating: 0, count: 60); d.storeLE(UInt32(24), at: 16); return d }(), runtime: true, expected: .securityViolation),
-        SetCase(label: "private authenticated variable needs a verifier", name: "Private", guid: vendor, attributes: 0x27, data: { var d = [UInt8](repeating: 0, count: 60); d.storeLE(UInt32(24), at: 16); return d }(), runtime: true, expected: .securityViolation),
+        SetCase(label: "PK payload that is not a signature list", name: "PK", guid: g, attributes: 0x27, data: { var d = [UInt8](repeating: 0, count: 60); d.storeLE(UInt32(24), at: 16); return d }(), runtime: true, expected: .invalidParameter),
+        SetCase(label: "PK needs a signature even in setup mode", name: "PK", guid: g, attributes: 0x27, data: { var d = [UInt8](repeating: 0, count: 40); d.storeLE(UInt32(24), at: 16); return d }(), runtime: true, expected: .securityViolation),
+        SetCase(label: "private authenticated variable without a valid PKCS#7 signature", name: "Private", guid: vendor, attributes: 0x27, data: { var d = [UInt8](repeating: 0, count: 60); d.storeLE(UInt32(24), at: 16); return d }(), runtime: true, expected: .securityViolation),
     ]
 
     static func seeded(runtime: Bool) -> VariableStore {
