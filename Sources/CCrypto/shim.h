@@ -143,4 +143,56 @@ static inline unsigned ccrypto_digest(int nid, const uint8_t *data, size_t len, 
 
 static inline void ccrypto_free(void *p) { OPENSSL_free(p); }
 
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+
+static inline uint8_t *ccrypto_bio_bytes(BIO *b, size_t *len) {
+    char *data = NULL;
+    long n = BIO_get_mem_data(b, &data);
+    if (n <= 0) return NULL;
+    uint8_t *out = malloc((size_t)n);
+    if (out == NULL) return NULL;
+    memcpy(out, data, (size_t)n);
+    *len = (size_t)n;
+    return out;
+}
+
+/// A lab key: RSA-2048 and a self-signed SHA-256 X.509 v3 certificate with subject CN `cn`,
+/// valid for ten years. Outputs the certificate DER and PEM and the key PEM (malloc'd).
+static inline int ccrypto_make_self_signed(const char *cn, uint8_t **certDer, size_t *certDerLen,
+                                           uint8_t **certPem, size_t *certPemLen, uint8_t **keyPem, size_t *keyPemLen) {
+    int ok = 0;
+    EVP_PKEY *key = EVP_RSA_gen(2048);
+    X509 *x = X509_new();
+    BIO *kb = BIO_new(BIO_s_mem()), *cb = BIO_new(BIO_s_mem());
+    unsigned char serial[16];
+    if (key == NULL || x == NULL || kb == NULL || cb == NULL || RAND_bytes(serial, sizeof serial) != 1) goto done;
+    serial[0] &= 0x7f;
+    BIGNUM *bn = BN_bin2bn(serial, sizeof serial, NULL);
+    if (bn == NULL) goto done;
+    BN_to_ASN1_INTEGER(bn, X509_get_serialNumber(x));
+    BN_free(bn);
+    X509_set_version(x, 2);
+    X509_gmtime_adj(X509_getm_notBefore(x), 0);
+    X509_gmtime_adj(X509_getm_notAfter(x), 60L * 60 * 24 * 3650);
+    X509_NAME *name = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0);
+    X509_set_issuer_name(x, name);
+    X509_set_pubkey(x, key);
+    if (X509_sign(x, key, EVP_sha256()) <= 0) goto done;
+    if (PEM_write_bio_PrivateKey(kb, key, NULL, NULL, 0, NULL, NULL) != 1 || PEM_write_bio_X509(cb, x) != 1) goto done;
+    unsigned char *der = NULL;
+    int n = i2d_X509(x, &der);
+    if (n <= 0) goto done;
+    *certDer = malloc((size_t)n);
+    if (*certDer != NULL) { memcpy(*certDer, der, (size_t)n); *certDerLen = (size_t)n; }
+    OPENSSL_free(der);
+    *certPem = ccrypto_bio_bytes(cb, certPemLen);
+    *keyPem = ccrypto_bio_bytes(kb, keyPemLen);
+    ok = *certDer != NULL && *certPem != NULL && *keyPem != NULL;
+done:
+    BIO_free(kb); BIO_free(cb); X509_free(x); EVP_PKEY_free(key);
+    return ok;
+}
+
 #endif

@@ -152,4 +152,22 @@ struct SecureBootTests {
             #expect(Shell.run("chattr -i '\(path)'; printf '\\x07\\x00\\x00\\x00x' > '\(path)'").err.contains("Invalid argument"))
         }
     }
+
+    @Test("--enroll-generate boots with lab keys enrolled (Secure Boot on) and leaves the keys to sign updates with")
+    func enrollGenerate() throws {
+        let keys = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(keys)'") }
+        try Bridge.withMount("--enroll-generate '\(keys)'") { dir in
+            #expect(byte(dir, "SecureBoot") == "01" && byte(dir, "SetupMode") == "00")
+            for f in ["PK.key", "PK.crt", "KEK.key", "KEK.crt", "db.key", "db.crt", "db.esl"] {
+                #expect(FileManager.default.fileExists(atPath: "\(keys)/\(f)"), "\(f)")
+            }
+            #expect(Shell.run("stat -c %a '\(keys)/PK.key'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "600")
+            #expect(Shell.run("openssl x509 -in '\(keys)/KEK.crt' -noout -subject").out.contains("efivarfs-bridge lab KEK"))
+            // The generated KEK signs a db append.
+            let r = Shell.run("cd '\(keys)' && sign-efi-sig-list -a -k KEK.key -c KEK.crt db db.esl a.auth >/dev/null && (printf '\\x67\\x00\\x00\\x00'; cat a.auth) > a.var")
+            try #require(r.status == 0, "\(r.err)")
+            #expect(write("\(keys)/a.var", to: "\(dir)/db-\(imageSecurityGuid)").status == 0)
+        }
+    }
 }

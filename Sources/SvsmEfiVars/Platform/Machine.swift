@@ -13,6 +13,8 @@ public final class Machine: Sendable {
         public var observer: (any SvsmCallObserver)?
         /// Record the boot steps for `scenario` output.
         public var recordBoot = false
+        /// Secure Boot keys to find in the store at power-on.
+        public var enrolledKeys: KeyEnrollment?
         public init() {}
     }
 
@@ -54,6 +56,7 @@ public final class Machine: Sendable {
 
         let memory = GuestMemory()
         var store = VariableStore(limits: config.limits)
+        config.enrolledKeys?.enroll(into: &store)
         store.initializeAuthVariables()
         let service = VariableService(store: store)
         let svsm = Svsm(memory: memory, mmHandler: service)

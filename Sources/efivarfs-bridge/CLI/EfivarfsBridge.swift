@@ -79,6 +79,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
     var trace: String?
 
+    @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db (keys and certificates written to this directory) and boot with them enrolled: Secure Boot on.", valueName: "directory"))
+    var enrollGenerate: String?
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFd: Int32?
 
@@ -123,6 +126,9 @@ struct MountCommand: ParsableCommand {
         if let path = trace {
             do { tracer = try TraceWriter(path: path) } catch { fail("cannot write the trace file \(path): \(error.localizedDescription)") }
             config.observer = tracer
+        }
+        if let dir = enrollGenerate {
+            do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
         }
         let machineInstance: Machine
         do { machineInstance = try Machine(config) } catch { fail(error.description) }
