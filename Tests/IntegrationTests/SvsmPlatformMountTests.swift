@@ -103,3 +103,29 @@ struct SvsmPlatformMountTests {
         #expect(vcpus.count == 512)
     }
 }
+
+@Suite("The README's prototyping example", .serialized)
+struct PrototypingExampleTests {
+    @Test("mount with --trace and --vcpus, run efibootmgr, summarize, export a timeline that validates")
+    func prototyping() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        try Bridge.withMount("--vcpus 8 --trace '\(tmp)/svsm.jsonl'") { dir in
+            #expect(Shell.run("efibootmgr -v", environment: ["EFIVARFS_PATH": dir + "/"]).status == 0)
+        }
+        let summary = Shell.run("'\(Bridge.binary)' trace summarize '\(tmp)/svsm.jsonl'")
+        #expect(summary.status == 0 && summary.out.contains("per MM function") && summary.out.contains("GET_VARIABLE"))
+        #expect(summary.out.contains(" 0 failed"))
+        let export = Shell.run("'\(Bridge.binary)' trace export --perfetto '\(tmp)/svsm.jsonl' '\(tmp)/timeline.json'")
+        #expect(export.status == 0, "\(export.err)")
+        let json = try JSONSerialization.jsonObject(with: try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/timeline.json")))
+        let events = try #require((json as? [String: Any])?["traceEvents"] as? [[String: Any]])
+        #expect(events.count > 10)
+        for e in events {
+            #expect(e["ph"] is String && e["name"] is String && e["pid"] is Int && e["tid"] is Int)
+            if e["ph"] as? String == "X" { #expect(e["ts"] is NSNumber && e["dur"] is NSNumber) }
+        }
+        let bad = Shell.run("'\(Bridge.binary)' trace summarize /nonexistent.jsonl")
+        #expect(bad.status != 0 && bad.err.contains("cannot read the trace file"))
+    }
+}

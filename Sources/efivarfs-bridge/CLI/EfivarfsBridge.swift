@@ -16,7 +16,7 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ScenarioCommand.self]
+        subcommands: [MountCommand.self, ScenarioCommand.self, TraceCommand.self]
     )
 }
 
