@@ -63,13 +63,15 @@ enum Bridge {
     }
 
     /// Mounts the bridge on a fresh temporary directory, runs `body`, and always unmounts.
+    /// Without a `--store` of its own the mount is `--ephemeral`: a fresh default store.
     static func withMount(_ arguments: String = "", _ body: (String) throws -> Void) throws {
         let dir = makeTempDir()
         defer {
             unmount(dir)
             rmdir(dir)
         }
-        let r = Shell.run("'\(binary)' mount \(arguments) '\(dir)'")
+        let storeArgument = arguments.contains("--store") ? "" : "--ephemeral"
+        let r = Shell.run("'\(binary)' mount \(storeArgument) \(arguments) '\(dir)'")
         try #require(r.status == 0, "mount failed: \(r.err)")
         try #require(isMounted(dir), "not in /proc/mounts after mount returned")
         try body(dir)

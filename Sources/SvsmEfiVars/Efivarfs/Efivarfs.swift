@@ -34,9 +34,6 @@ public final class Efivarfs: @unchecked Sendable {
     /// other efivarfs writers.
     private let efivarsLock = Mutex(())
     private let rateLimiter = ReadRateLimiter()
-    /// Called (outside any lock) when a name leaves the directory, so the FUSE adapter can
-    /// invalidate the kernel's dentry.
-    public var onRemove: (@Sendable (_ fileName: [UInt8], _ ino: UInt64) -> Void)?
 
     public init(driver: SvsmVariableDriver, options: Options = Options()) {
         self.driver = driver
@@ -163,7 +160,6 @@ public final class Efivarfs: @unchecked Sendable {
     /// Last close of a file whose size is 0 (never committed, or deleted by a write) removes
     /// its name (v6.15+).
     public func release(_ ino: UInt64) {
-        var removedName: [UInt8]?
         table.withLock { t in
             guard let n = t.byIno[ino] else { return }
             n.openCount -= 1
@@ -171,11 +167,9 @@ public final class Efivarfs: @unchecked Sendable {
                 n.removed = true
                 let k = EfivarfsName.lookupKey(n.fileName)
                 if t.byName[k] === n { t.byName[k] = nil }
-                removedName = n.fileName
             }
             if n.openCount == 0 && n.removed && n.lookupCount == 0 { t.byIno[ino] = nil }
         }
-        if let name = removedName { onRemove?(name, ino) }
     }
 
     // MARK: read / write

@@ -22,7 +22,7 @@ struct FirmwareModel {
     static let mmBufferSize = 64 * 1024
 
     /// Returns the firmware's runtime MM buffer.
-    func boot(apCount: Int, defaults: [OvmfDefaults.Entry], note: (String) -> Void) throws(Failure) -> GuestPhysicalAddress {
+    func boot(apCount: Int, defaults: [OvmfDefaults.Entry], firstBoot: Bool, note: (String) -> Void) throws(Failure) -> GuestPhysicalAddress {
         let secrets: SecretsPage.SvsmFields
         do { secrets = try SecretsPage.read(from: Machine.secretsPage, in: memory) } catch { throw .memory(error) }
         guard secrets.size != 0 else { throw .noSvsm }
@@ -63,13 +63,17 @@ struct FirmwareModel {
             } catch { throw .call(error) }
         }
         for entry in defaults {
+            // Non-volatile defaults are created on the first boot of a store only (as OVMF's
+            // BDS fills a fresh OVMF_VARS.fd); later boots keep what the store holds, deletions
+            // included. Volatile variables are created on every boot.
+            if entry.attributes.contains(.nonVolatile) && !firstBoot { continue }
             let payload = AccessVariablePayload.encode(guid: entry.key.guid, name: entry.key.name, attributes: entry.attributes.rawValue,
                                                        dataSize: entry.data.count, data: entry.data)
             let reply = try mm(.smmVariableProtocol, SmmVariableHeader.message(.setVariable, payload: payload))
             let status = EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
             guard status == .success else { throw .setVariable(entry.key.description, status) }
         }
-        note("firmware: \(defaults.count) variables written with SET_VARIABLE through protocol 4")
+        note("firmware: \(firstBoot ? "first boot of this store: default" : "volatile default") variables written with SET_VARIABLE through protocol 4")
         // VirtMmCommunicationDxe forwards the event groups; VariableSmmRuntimeDxe sends its
         // own READY_TO_BOOT and EXIT_BOOT_SERVICE functions too. All are idempotent.
         _ = try mm(.endOfDxeEvent, [0])

@@ -15,6 +15,8 @@ public final class Machine: Sendable {
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
         public var enrolledKeys: KeyEnrollment?
+        /// The durable store's directory; nil keeps variables in memory only.
+        public var storeDirectory: String?
         public init() {}
     }
 
@@ -23,12 +25,14 @@ public final class Machine: Sendable {
         case memory(GuestMemoryError)
         case svsm(String)
         case probe(SvsmVariableDriver.ProbeError)
+        case store(NativeStoreFile.Failure)
         public var description: String {
             switch self {
             case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
             case .memory(let e): return "guest memory: \(e)"
             case .svsm(let s): return "boot: \(s)"
             case .probe(let e): return "driver probe: \(e)"
+            case .store(let e): return "store: \(e)"
             }
         }
     }
@@ -56,9 +60,22 @@ public final class Machine: Sendable {
 
         let memory = GuestMemory()
         var store = VariableStore(limits: config.limits)
+        var file: NativeStoreFile?
+        var firstBoot = true
+        if let dir = config.storeDirectory {
+            do {
+                let (f, saved) = try NativeStoreFile.open(directory: dir)
+                for (k, v) in saved { store.putRecord(k, v) }
+                file = f
+                firstBoot = saved.isEmpty
+            } catch { throw .store(error) }
+        }
         config.enrolledKeys?.enroll(into: &store)
         store.initializeAuthVariables()
-        let service = VariableService(store: store)
+        // What power-on changed in the non-volatile store (AuthVariableLib's initial
+        // variables, enrolled keys) is saved before the firmware runs.
+        if let f = file { do { try f.compact(store.nonVolatileVariables) } catch { throw .store(error) } }
+        let service = VariableService(store: store, persistence: file)
         let svsm = Svsm(memory: memory, mmHandler: service)
         let hypervisor = Hypervisor(memory: memory, svsm: svsm, faults: FaultPlan())
         self.memory = memory; self.service = service; self.svsm = svsm
@@ -80,7 +97,7 @@ public final class Machine: Sendable {
         let firmware = FirmwareModel(memory: memory, transport: fwTransport, bsp: bsp)
         let fwBuffer: GuestPhysicalAddress
         do {
-            fwBuffer = try firmware.boot(apCount: config.vcpuCount - 1, defaults: OvmfDefaults.entries, note: note)
+            fwBuffer = try firmware.boot(apCount: config.vcpuCount - 1, defaults: OvmfDefaults.entries, firstBoot: firstBoot, note: note)
         } catch { throw .svsm("firmware: \(error)") }
         self.firmwareMmBuffer = fwBuffer
 

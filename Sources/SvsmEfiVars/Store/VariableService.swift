@@ -7,15 +7,41 @@ public final class VariableService: UefiMmRequestHandler {
     private let variables: MmVariableHandler
     private let policies = MmPolicyHandler()
 
-    public init(store: VariableStore = VariableStore()) {
+    /// Where non-volatile changes go before a SetVariable returns (nil: memory only).
+    private let persistence: NativeStoreFile?
+
+    public init(store: VariableStore = VariableStore(), persistence: NativeStoreFile? = nil) {
         self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
         self.state = Mutex(store)
+        self.persistence = persistence
+    }
+
+    /// A variable-protocol request against a persistent store: the non-volatile changes it
+    /// made are appended and synced before the answer goes back; if that fails, the store
+    /// is rolled back and the caller sees EFI_DEVICE_ERROR.
+    private func persistentRequest(_ message: [UInt8], _ store: inout VariableStore, _ file: NativeStoreFile) -> [UInt8] {
+        store.tracking = VariableStore.ChangeSet()
+        var reply = variables.handle(message, store: &store)
+        let changes = store.nonVolatileChanges
+        do {
+            try file.append(changes)
+            store.tracking = nil
+        } catch {
+            store.rollBack()
+            if reply.count >= SmmVariableHeader.size {
+                reply.storeLE(EfiStatus.deviceError.rawValue, at: SmmVariableHeader.returnStatusOffset)
+            }
+            return reply
+        }
+        if file.needsCompaction { try? file.compact(store.nonVolatileVariables) }
+        return reply
     }
 
     public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? {
         state.withLock { store -> [UInt8]? in
             switch headerGuid {
             case .smmVariableProtocol:
+                if let file = persistence { return persistentRequest(message, &store, file) }
                 return variables.handle(message, store: &store)
             case .varCheckPolicyMmiHandler:
                 return policies.handle(message, store: &store)

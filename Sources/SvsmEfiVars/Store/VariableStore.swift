@@ -22,6 +22,9 @@ public struct VariableStore: Sendable {
     var platformLangCodes: [UInt8]?
     /// Secure Boot behaviour switches.
     public var secureBoot = SecureBootConfiguration()
+    /// The variables one request changed, with their values before it, while a
+    /// persistent store records changes (nil otherwise).
+    var tracking: ChangeSet?
     /// Variable policies (VariablePolicyLib).
     public internal(set) var policy = VariablePolicyEngine()
 
@@ -172,7 +175,43 @@ public struct VariableStore: Sendable {
 
     // MARK: raw record maintenance (accounting kept in one place)
 
+    struct ChangeSet {
+        var order: [VariableKey] = []
+        var before: [VariableKey: StoredVariable?] = [:]
+    }
+
+    private mutating func noteChange(_ key: VariableKey) {
+        guard tracking != nil, tracking!.before[key] == nil else { return }
+        tracking!.before[key] = .some(find(key))
+        tracking!.order.append(key)
+    }
+
+    /// The non-volatile changes since tracking began: each changed key with its new value,
+    /// or nil where it was deleted.
+    var nonVolatileChanges: [(VariableKey, StoredVariable?)] {
+        guard let t = tracking else { return [] }
+        return t.order.compactMap { key in
+            let after = find(key)
+            if let a = after, a.attributes.contains(.nonVolatile) { return (key, a) }
+            if let b = t.before[key] ?? nil, b.attributes.contains(.nonVolatile) { return (key, nil) }
+            return nil
+        }
+    }
+
+    /// Puts every tracked variable back as it was before the request.
+    mutating func rollBack() {
+        guard let t = tracking else { return }
+        tracking = nil
+        for key in t.order.reversed() {
+            if let old = t.before[key] ?? nil { putRecord(key, old) } else { removeRecord(key) }
+        }
+    }
+
+    /// The non-volatile variables in GetNextVariableName order (what a checkpoint holds).
+    public var nonVolatileVariables: [(VariableKey, StoredVariable)] { nonVolatile.map { ($0.key, $0.value) } }
+
     mutating func removeRecord(_ key: VariableKey) {
+        noteChange(key)
         if let old = volatile.removeValue(forKey: key) {
             volatileUsed -= StoreLimits.recordSize(nameSize: key.nameSize, dataSize: old.data.count)
         } else if let old = nonVolatile.removeValue(forKey: key) {
@@ -183,6 +222,7 @@ public struct VariableStore: Sendable {
 
     /// Appends (or moves to the end) a record, as edk2's append-then-delete does.
     mutating func putRecord(_ key: VariableKey, _ v: StoredVariable) {
+        noteChange(key)
         removeRecord(key)
         let size = StoreLimits.recordSize(nameSize: key.nameSize, dataSize: v.data.count)
         if v.attributes.contains(.nonVolatile) {

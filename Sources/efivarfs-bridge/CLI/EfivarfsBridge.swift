@@ -31,9 +31,26 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: "Retries of an SVSM call answered BUSY or INCOMPLETE before the driver gives up.")
     var maxRetries: Int = 16
 
+    @Option(name: .long, help: ArgumentHelp("The durable variable store (a directory). Default: $EFIVARFS_BRIDGE_STORE, else $XDG_STATE_HOME/efivarfs-bridge/store, else ~/.local/state/efivarfs-bridge/store.", valueName: "directory"))
+    var store: String?
+
+    @Flag(name: .long, help: "Keep variables in memory only: every mount starts from a freshly booted OVMF VM.")
+    var ephemeral = false
+
+    /// The store directory this invocation uses, or nil for --ephemeral.
+    var storeDirectory: String? {
+        if ephemeral { return nil }
+        if let s = store { return s }
+        let env = ProcessInfo.processInfo.environment
+        if let s = env["EFIVARFS_BRIDGE_STORE"], !s.isEmpty { return s }
+        if let x = env["XDG_STATE_HOME"], !x.isEmpty { return x + "/efivarfs-bridge/store" }
+        return (env["HOME"] ?? NSHomeDirectory()) + "/.local/state/efivarfs-bridge/store"
+    }
+
     func validate() throws {
         guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        if ephemeral && store != nil { throw ValidationError("--store and --ephemeral exclude each other") }
         var plan = FaultPlan()
         for f in faults { do { try plan.add(f) } catch { throw ValidationError(error.description) } }
     }
@@ -45,6 +62,7 @@ struct MachineOptions: ParsableArguments {
         var plan = FaultPlan()
         for f in faults { try? plan.add(f) }
         c.faults = plan
+        c.storeDirectory = storeDirectory
         return c
     }
 }

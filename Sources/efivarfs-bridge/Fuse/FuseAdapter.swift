@@ -4,15 +4,18 @@ import SvsmEfiVars
 
 /// The libfuse3 low-level adapter: it translates FUSE requests into `Efivarfs` calls and
 /// their results into replies. All efivarfs logic lives in `Efivarfs`; this file only
-/// converts types, chooses the FUSE settings efivarfs semantics need (direct I/O so one
-/// write(2) is one request, zero cache timeouts, a large max_write), and forwards removals
-/// to the kernel's dentry cache.
+/// converts types and chooses the FUSE settings efivarfs semantics need: direct I/O so one
+/// write(2) is one request, a large max_write, and zero entry and attribute timeouts, so
+/// that the kernel asks again on every lookup and stat. With zero timeouts a name removed
+/// at last close or by unlink is gone for the next lookup without a dentry invalidation;
+/// the adapter sends none, because `fuse_lowlevel_notify_inval_entry` waits for the
+/// directory's lock, and a daemon killed while a create holds that lock would leave the
+/// notifying thread, and the mount, hung for good.
 final class FuseAdapter: @unchecked Sendable {
     let fs: Efivarfs
     var session: OpaquePointer?
     /// Largest single write: must hold the largest variable plus the 4 attribute bytes.
     static let maxWrite: UInt32 = 128 * 1024
-    private let notifyQueue = DispatchQueue(label: "efivarfs-bridge.notify")
     private let dirLock = NSLock()
     private var dirSnapshots: [UInt64: [([UInt8], UInt64)]] = [:]
     private var nextDirHandle: UInt64 = 1
@@ -21,19 +24,6 @@ final class FuseAdapter: @unchecked Sendable {
 
     static func from(_ req: fuse_req_t?) -> FuseAdapter {
         Unmanaged<FuseAdapter>.fromOpaque(fuse_req_userdata(req)!).takeUnretainedValue()
-    }
-
-    /// Sends the kernel a dentry invalidation for a name that left the directory. Done on
-    /// another thread: libfuse forbids notifications from inside a related request.
-    func nameRemoved(_ name: [UInt8]) {
-        notifyQueue.async { [weak self] in
-            guard let se = self?.session else { return }
-            name.withUnsafeBufferPointer { p in
-                p.withMemoryRebound(to: CChar.self) { c in
-                    _ = fuse_lowlevel_notify_inval_entry(se, fuse_ino_t(Efivarfs.rootIno), c.baseAddress, name.count)
-                }
-            }
-        }
     }
 
     // MARK: conversions

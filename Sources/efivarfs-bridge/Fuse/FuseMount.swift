@@ -39,7 +39,6 @@ struct FuseMount {
     /// signalled (SIGINT/SIGTERM/SIGHUP), then unmounts cleanly.
     func serve(_ fs: Efivarfs, ready: () -> Void) throws(MountError) {
         let adapter = FuseAdapter(fs: fs)
-        fs.onRemove = { [weak adapter] name, _ in adapter?.nameRemoved(name) }
         var options = "default_permissions,fsname=efivarfs-bridge,subtype=efivarfs"
         if allowOther { options += ",allow_other" }
         let argv = ["efivarfs-bridge", "-o", options]

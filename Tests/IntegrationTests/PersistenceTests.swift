@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+
+@Suite("The durable store", .serialized)
+struct PersistenceTests {
+    static let harness = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Selftests/crash-harness.sh").path
+
+    @Test("non-volatile variables survive a remount; volatile ones are recreated by the firmware; deletions stay")
+    func remount() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        let store = "--store '\(tmp)/store'"
+        try Bridge.withMount(store) { dir in
+            #expect(Shell.run("printf '\\x07\\x00\\x00\\x00kept' > '\(dir)/Kept-\(testGuid)'").status == 0)
+            #expect(Shell.run("efibootmgr -t 9", environment: ["EFIVARFS_PATH": dir + "/"]).status == 0)
+            #expect(Shell.run("efibootmgr -b 0002 -B", environment: ["EFIVARFS_PATH": dir + "/"]).status == 0)
+        }
+        try Bridge.withMount(store) { dir in
+            #expect(Shell.run("od -An -c '\(dir)/Kept-\(testGuid)'").out.contains("k   e   p   t"))
+            let b = Shell.run("efibootmgr", environment: ["EFIVARFS_PATH": dir + "/"]).out
+            #expect(b.contains("Timeout: 9 seconds"), "\(b)")
+            #expect(!b.contains("Boot0002") && b.contains("BootOrder: 0001,0000"))
+            #expect(Shell.run("test -e '\(dir)/BootCurrent-\(globalGuid)'").status == 0)
+        }
+        #expect(FileManager.default.fileExists(atPath: "\(tmp)/store/checkpoint"))
+    }
+
+    @Test("a PK enrolled through the mount turns Secure Boot on at the next boot")
+    func secureBootAfterReboot() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        let lab = try KeyLab()
+        defer { lab.cleanup() }
+        let pk = try lab.signed("PK", esl: "PK.esl", signer: "PK", time: "2026-03-01 00:00:00", out: "pk")
+        try Bridge.withMount("--store '\(tmp)/store'") { dir in
+            #expect(Shell.run("cat '\(pk)' > '\(dir)/PK-\(globalGuid)'").status == 0)
+            #expect(Shell.run("od -An -tx1 -j4 '\(dir)/SecureBoot-\(globalGuid)'").out.contains("00"))
+        }
+        try Bridge.withMount("--store '\(tmp)/store'") { dir in
+            #expect(Shell.run("od -An -tx1 -j4 '\(dir)/SecureBoot-\(globalGuid)'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "01")
+            #expect(Shell.run("od -An -tx1 -j4 '\(dir)/SetupMode-\(globalGuid)'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "00")
+        }
+    }
+
+    @Test("two mounts never share a store: the second gets an error naming the first")
+    func locking() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        try Bridge.withMount("--store '\(tmp)/store'") { _ in
+            let other = Bridge.makeTempDir()
+            defer { Bridge.unmount(other); rmdir(other) }
+            let r = Shell.run("'\(Bridge.binary)' mount --store '\(tmp)/store' '\(other)'")
+            #expect(r.status != 0)
+            #expect(r.err.contains("is in use by process"), "\(r.err)")
+        }
+    }
+
+    @Test("a corrupt store is refused with the file and offset, and is not modified")
+    func corruptStore() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        try Bridge.withMount("--store '\(tmp)/store'") { _ in }
+        Shell.run("printf 'XXXX' | dd of='\(tmp)/store/checkpoint' bs=1 seek=30 conv=notrunc 2>/dev/null")
+        let before = try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/store/checkpoint"))
+        let dir = Bridge.makeTempDir()
+        defer { Bridge.unmount(dir); rmdir(dir) }
+        let r = Shell.run("'\(Bridge.binary)' mount --store '\(tmp)/store' '\(dir)'")
+        #expect(r.status != 0 && r.err.contains("checkpoint: corrupted at offset 24"), "\(r.err)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/store/checkpoint")) == before)
+    }
+
+    @Test("crash harness: SIGKILL at random moments, every acknowledged write survives (20 rounds)")
+    func crashHarness() {
+        let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 20")
+        #expect(r.status == 0, "\(r.out)\n\(r.err)")
+        #expect(r.out.contains("20 passed, 0 failed"))
+    }
+}
