@@ -84,7 +84,7 @@ struct FoundationMountTests {
         defer { Bridge.unmount(dir); rmdir(dir) }
         let p = Process()
         p.executableURL = URL(fileURLWithPath: Bridge.binary)
-        p.arguments = ["mount", "--foreground", dir]
+        p.arguments = ["mount", "--foreground", "--ephemeral", dir]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
