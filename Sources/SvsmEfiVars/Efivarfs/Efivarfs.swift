@@ -130,8 +130,10 @@ public final class Efivarfs: @unchecked Sendable {
         table.withLock { t in t.byName.values.sorted { $0.ino > $1.ino }.map { ($0.fileName, $0.ino) } }
     }
 
-    /// `efivarfs_create`: name check, the random-seed GUID, no firmware call.
-    public func create(_ name: [UInt8], mode: UInt32) throws(Errno) -> NodeAttributes {
+    /// `efivarfs_create`: name check, the random-seed GUID, no firmware call. `opened` is
+    /// false for mknod(2), which creates the name without a descriptor: no release will
+    /// follow, so the size-0 file stays until unlinked or unmounted, as in the kernel.
+    public func create(_ name: [UInt8], mode: UInt32, opened: Bool = true) throws(Errno) -> NodeAttributes {
         guard name.count <= EfivarfsName.nameMax else { throw .nameTooLong }
         guard let key = EfivarfsName.variableKey(forCreatedName: name) else { throw .invalidArgument }
         if key.guid == .linuxEfiRandomSeedTable { throw .notPermitted }
@@ -140,7 +142,7 @@ public final class Efivarfs: @unchecked Sendable {
             if t.byName[k] != nil { throw .fileExists }
             let node = makeNode(&t, fileName: name, key: key, mode: mode & 0o7777, size: 0)
             node.lookupCount += 1
-            node.openCount += 1  // the creating open
+            if opened { node.openCount += 1 }  // the creating open
             t.byName[k] = node
             return node.attributes
         }

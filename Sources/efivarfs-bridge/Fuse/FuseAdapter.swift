@@ -121,10 +121,7 @@ final class FuseAdapter: @unchecked Sendable {
             // mknod(S_IFREG) is efivarfs_create; special files are refused.
             guard mode & S_IFMT == S_IFREG else { return FuseAdapter.reply(req, .notPermitted) }
             do {
-                let a = FuseAdapter.from(req)
-                let attrs = try a.fs.create(FuseAdapter.bytes(name), mode: mode & 0o7777)
-                a.fs.release(attrs.ino)  // no descriptor holds it
-                var e = FuseAdapter.entry(try a.fs.getattr(attrs.ino))
+                var e = FuseAdapter.entry(try FuseAdapter.from(req).fs.create(FuseAdapter.bytes(name), mode: mode & 0o7777, opened: false))
                 fuse_reply_entry(req, &e)
             } catch { FuseAdapter.reply(req, error) }
         }
