@@ -16,7 +16,7 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ScenarioCommand.self, TraceCommand.self]
+        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ScenarioCommand.self, TraceCommand.self]
     )
 }
 

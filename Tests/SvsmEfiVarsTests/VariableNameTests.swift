@@ -1,0 +1,20 @@
+import Testing
+@testable import SvsmEfiVars
+
+@Suite("Variable names on the command line")
+struct VariableNameTests {
+    @Test("Name-GUID, GUID-Name and short GUID names", arguments: [
+        ("BootOrder-8be4df61-93ca-11d2-aa0d-00e098032b8c", "BootOrder", EfiGuid.globalVariable),
+        ("8BE4DF61-93CA-11D2-AA0D-00E098032B8C-BootOrder", "BootOrder", .globalVariable),
+        ("BootOrder-global", "BootOrder", .globalVariable),
+        ("global-Timeout", "Timeout", .globalVariable),
+        ("db-security", "db", .imageSecurityDatabase),
+        ("dump-type0-1-cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0", "dump-type0-1", .linuxEfiCrash),
+    ])
+    func parses(_ text: String, _ name: String, _ guid: EfiGuid) {
+        #expect(VariableName.parse(text) == VariableKey(name, guid))
+    }
+
+    @Test("malformed names are refused", arguments: ["X", "BootOrder", "BootOrder-nosuchguid", "-global", "global-"])
+    func refuses(_ text: String) { #expect(VariableName.parse(text) == nil) }
+}
