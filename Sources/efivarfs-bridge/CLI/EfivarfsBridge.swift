@@ -16,8 +16,17 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ScenarioCommand.self, TraceCommand.self]
+        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, ScenarioCommand.self, TraceCommand.self]
     )
+}
+
+/// `--store`, else $EFIVARFS_BRIDGE_STORE, else the per-user state directory.
+func storeDirectoryFor(_ explicit: String?) -> String {
+    if let s = explicit { return s }
+    let env = ProcessInfo.processInfo.environment
+    if let s = env["EFIVARFS_BRIDGE_STORE"], !s.isEmpty { return s }
+    if let x = env["XDG_STATE_HOME"], !x.isEmpty { return x + "/efivarfs-bridge/store" }
+    return (env["HOME"] ?? NSHomeDirectory()) + "/.local/state/efivarfs-bridge/store"
 }
 
 /// Options shared by every command that boots a machine.
@@ -38,14 +47,7 @@ struct MachineOptions: ParsableArguments {
     var ephemeral = false
 
     /// The store directory this invocation uses, or nil for --ephemeral.
-    var storeDirectory: String? {
-        if ephemeral { return nil }
-        if let s = store { return s }
-        let env = ProcessInfo.processInfo.environment
-        if let s = env["EFIVARFS_BRIDGE_STORE"], !s.isEmpty { return s }
-        if let x = env["XDG_STATE_HOME"], !x.isEmpty { return x + "/efivarfs-bridge/store" }
-        return (env["HOME"] ?? NSHomeDirectory()) + "/.local/state/efivarfs-bridge/store"
-    }
+    var storeDirectory: String? { ephemeral ? nil : storeDirectoryFor(store) }
 
     func validate() throws {
         guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
