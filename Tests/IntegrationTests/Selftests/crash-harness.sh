@@ -12,6 +12,7 @@ mnt=$work/mnt
 store=$work/store
 acked=$work/acked
 mkdir -p "$mnt"
+: > "$acked"
 guid=210be57c-9849-4fc7-a635-e6382d1aec27
 failures=0
 n=0
@@ -19,6 +20,7 @@ cleanup() { fusermount3 -u -z "$mnt" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 
 for round in $(seq 1 "$rounds"); do
+	before=$(wc -l < "$acked" 2>/dev/null || echo 0)
 	"$bin" mount --foreground --store "$store" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
 	for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
@@ -46,7 +48,10 @@ for round in $(seq 1 "$rounds"); do
 		[ "$v" = $'\x07'"value-$i" ] || missing=$((missing + 1))
 	done < "$acked"
 	fusermount3 -u "$mnt"
-	if [ "$missing" -ne 0 ]; then echo "round $round: $missing acknowledged writes missing"; failures=$((failures + 1)); fi
+	new=$(( $(wc -l < "$acked") - before ))
+	if [ "$missing" -ne 0 ]; then echo "round $round: $missing acknowledged writes missing"; failures=$((failures + 1));
+	elif [ "$new" -eq 0 ]; then echo "round $round: no write was acknowledged, nothing was tested"; failures=$((failures + 1));
+	else echo "round $round: $new new acknowledged writes, all $(wc -l < "$acked") present"; fi
 done
 total=$(wc -l < "$acked")
 echo "$rounds rounds, $total acknowledged writes checked after every round"
