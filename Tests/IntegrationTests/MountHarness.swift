@@ -70,7 +70,7 @@ enum Bridge {
             unmount(dir)
             rmdir(dir)
         }
-        let storeArgument = arguments.contains("--store") ? "" : "--ephemeral"
+        let storeArgument = ["--store", "--from-fd", "--from-json"].contains { arguments.contains($0) } ? "" : "--ephemeral"
         let r = Shell.run("'\(binary)' mount \(storeArgument) \(arguments) '\(dir)'")
         try #require(r.status == 0, "mount failed: \(r.err)")
         try #require(isMounted(dir), "not in /proc/mounts after mount returned")

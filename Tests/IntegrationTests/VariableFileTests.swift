@@ -138,3 +138,47 @@ struct VariableFileTests {
         #expect(!FileManager.default.fileExists(atPath: "\(tmp)/small.fd"))
     }
 }
+
+@Suite("Live variable files (--from-fd, --from-json)", .serialized)
+struct LiveFileTests {
+    @Test("--from-fd: changes land in the same OVMF_VARS.fd, same size, readable by virt-fw-vars; one server per file")
+    func liveFd() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(tmp)/vm.fd'")
+        try Bridge.withMount("--from-fd '\(tmp)/vm.fd'") { dir in
+            #expect(Shell.run("efibootmgr -t 7", environment: ["EFIVARFS_PATH": dir + "/"]).status == 0)
+            #expect(Shell.run("printf '\\x07\\x00\\x00\\x00live' > '\(dir)/Live-\(testGuid)'").status == 0)
+            let other = Bridge.makeTempDir()
+            defer { Bridge.unmount(other); rmdir(other) }
+            let second = Shell.run("'\(Bridge.binary)' mount --from-fd '\(tmp)/vm.fd' '\(other)'")
+            #expect(second.status != 0 && second.err.contains("in use by process"))
+        }
+        #expect(Shell.run("stat -c %s '\(tmp)/vm.fd'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "540672")
+        #expect(Shell.run("virt-fw-vars -i '\(tmp)/vm.fd' --output-json '\(tmp)/v.json'").status == 0)
+        let vars = try jsonVariables("\(tmp)/v.json", withTime: false)
+        #expect(vars.contains("8be4df61-93ca-11d2-aa0d-00e098032b8c Timeout attr=7 data=0700"))
+        #expect(vars.contains("\(testGuid) Live attr=7 data=6c697665"))
+        #expect(vars.contains { $0.contains(" PK ") })
+        // Serving it again shows the change: the file is the store.
+        try Bridge.withMount("--from-fd '\(tmp)/vm.fd'") { dir in
+            #expect(Shell.run("tail -c +5 '\(dir)/Live-\(testGuid)'").out == "live")
+        }
+    }
+
+    @Test("--from-json: rewritten on each change; volatile variables never written")
+    func liveJson() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        Shell.run("printf '{\"version\": 2, \"variables\": []}' > '\(tmp)/vars.json'")
+        try Bridge.withMount("--from-json '\(tmp)/vars.json'") { dir in
+            // An empty store boots like a fresh OVMF VM and writes its defaults to the file.
+            #expect(Shell.run("printf '\\x07\\x00\\x00\\x00json' > '\(dir)/Live-\(testGuid)'").status == 0)
+            let vars = try jsonVariables("\(tmp)/vars.json", withTime: false)
+            #expect(vars.contains("\(testGuid) Live attr=7 data=6a736f6e"))
+            #expect(vars.contains { $0.contains(" BootOrder ") })
+            #expect(!vars.contains { $0.contains(" BootCurrent ") || $0.contains(" SecureBoot ") })  // volatile
+        }
+        #expect(Shell.run("virt-fw-vars -i '\(tmp)/vars.json' --output-json '\(tmp)/check.json'").status == 0)
+    }
+}

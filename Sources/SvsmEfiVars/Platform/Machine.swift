@@ -17,6 +17,8 @@ public final class Machine: Sendable {
         public var enrolledKeys: KeyEnrollment?
         /// The durable store's directory; nil keeps variables in memory only.
         public var storeDirectory: String?
+        /// A VM's variable file served live instead of the native store.
+        public var liveFile: (path: String, format: VariableFileFormat)?
         public init() {}
     }
 
@@ -25,7 +27,7 @@ public final class Machine: Sendable {
         case memory(GuestMemoryError)
         case svsm(String)
         case probe(SvsmVariableDriver.ProbeError)
-        case store(NativeStoreFile.Failure)
+        case store(any Error)
         public var description: String {
             switch self {
             case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
@@ -60,9 +62,16 @@ public final class Machine: Sendable {
 
         let memory = GuestMemory()
         var store = VariableStore(limits: config.limits)
-        var file: NativeStoreFile?
+        var file: (any PersistentBacking)?
         var firstBoot = true
-        if let dir = config.storeDirectory {
+        if let live = config.liveFile {
+            do {
+                let (f, saved) = try WholeFileBacking.open(path: live.path, format: live.format)
+                for v in saved { store.putRecord(v.key, v.value) }
+                file = f
+                firstBoot = saved.isEmpty
+            } catch { throw .store(error) }
+        } else if let dir = config.storeDirectory {
             do {
                 let (f, saved) = try NativeStoreFile.open(directory: dir)
                 for (k, v) in saved { store.putRecord(k, v) }
@@ -74,7 +83,7 @@ public final class Machine: Sendable {
         store.initializeAuthVariables()
         // What power-on changed in the non-volatile store (AuthVariableLib's initial
         // variables, enrolled keys) is saved before the firmware runs.
-        if let f = file { do { try f.compact(store.nonVolatileVariables) } catch { throw .store(error) } }
+        if let f = file { do { try f.saveAtPowerOn(store.nonVolatileVariables) } catch { throw .store(error) } }
         let service = VariableService(store: store, persistence: file)
         let svsm = Svsm(memory: memory, mmHandler: service)
         let hypervisor = Hypervisor(memory: memory, svsm: svsm, faults: FaultPlan())

@@ -8,9 +8,9 @@ public final class VariableService: UefiMmRequestHandler {
     private let policies = MmPolicyHandler()
 
     /// Where non-volatile changes go before a SetVariable returns (nil: memory only).
-    private let persistence: NativeStoreFile?
+    private let persistence: (any PersistentBacking)?
 
-    public init(store: VariableStore = VariableStore(), persistence: NativeStoreFile? = nil) {
+    public init(store: VariableStore = VariableStore(), persistence: (any PersistentBacking)? = nil) {
         self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
         self.state = Mutex(store)
         self.persistence = persistence
@@ -19,12 +19,12 @@ public final class VariableService: UefiMmRequestHandler {
     /// A variable-protocol request against a persistent store: the non-volatile changes it
     /// made are appended and synced before the answer goes back; if that fails, the store
     /// is rolled back and the caller sees EFI_DEVICE_ERROR.
-    private func persistentRequest(_ message: [UInt8], _ store: inout VariableStore, _ file: NativeStoreFile) -> [UInt8] {
+    private func persistentRequest(_ message: [UInt8], _ store: inout VariableStore, _ file: any PersistentBacking) -> [UInt8] {
         store.tracking = VariableStore.ChangeSet()
         var reply = variables.handle(message, store: &store)
         let changes = store.nonVolatileChanges
         do {
-            try file.append(changes)
+            try file.commit(changes, all: file.wantsWholeStore(with: changes) ? store.nonVolatileVariables : nil)
             store.tracking = nil
         } catch {
             store.rollBack()
@@ -33,7 +33,6 @@ public final class VariableService: UefiMmRequestHandler {
             }
             return reply
         }
-        if file.needsCompaction { try? file.compact(store.nonVolatileVariables) }
         return reply
     }
 

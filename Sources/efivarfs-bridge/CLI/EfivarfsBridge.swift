@@ -46,13 +46,21 @@ struct MachineOptions: ParsableArguments {
     @Flag(name: .long, help: "Keep variables in memory only: every mount starts from a freshly booted OVMF VM.")
     var ephemeral = false
 
+    @Option(name: .customLong("from-fd"), help: ArgumentHelp("Serve this OVMF_VARS.fd live: every change is written back to it (atomically, same size).", valueName: "file"))
+    var fromFd: String?
+
+    @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))
+    var fromJson: String?
+
     /// The store directory this invocation uses, or nil for --ephemeral.
-    var storeDirectory: String? { ephemeral ? nil : storeDirectoryFor(store) }
+    var storeDirectory: String? { ephemeral || fromFd != nil || fromJson != nil ? nil : storeDirectoryFor(store) }
 
     func validate() throws {
         guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
-        if ephemeral && store != nil { throw ValidationError("--store and --ephemeral exclude each other") }
+        if [ephemeral, store != nil, fromFd != nil, fromJson != nil].filter({ $0 }).count > 1 {
+            throw ValidationError("name one store: --store, --from-fd, --from-json or --ephemeral")
+        }
         var plan = FaultPlan()
         for f in faults { do { try plan.add(f) } catch { throw ValidationError(error.description) } }
     }
@@ -65,6 +73,8 @@ struct MachineOptions: ParsableArguments {
         for f in faults { try? plan.add(f) }
         c.faults = plan
         c.storeDirectory = storeDirectory
+        if let f = fromFd { c.liveFile = (f, .fd) }
+        if let j = fromJson { c.liveFile = (j, .json) }
         return c
     }
 }

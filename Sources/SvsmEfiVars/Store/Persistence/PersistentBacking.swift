@@ -1,0 +1,108 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// Where the variable service puts non-volatile changes before a SetVariable returns.
+public protocol PersistentBacking: AnyObject, Sendable {
+    /// Whether `commit` needs the whole non-volatile store along with these changes (so
+    /// the service builds that list only when it is used).
+    func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool
+    /// Makes `changes` durable; `all` is the whole non-volatile store when asked for.
+    /// Throws to make the service roll the request back.
+    func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws
+    /// Power-on: the store as the firmware left it (AuthVariableLib's variables added).
+    func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws
+}
+
+extension NativeStoreFile: PersistentBacking {
+    public func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool { !changes.isEmpty && needsCompaction }
+    public func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws {
+        guard !changes.isEmpty else { return }
+        try append(changes)
+        // The append is durable; a failed compaction leaves the log as it is.
+        if let all { try? compact(all) }
+    }
+    public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws { try compact(all) }
+}
+
+/// A VM's own variable file served live (`--from-fd`, `--from-json`): the whole file is
+/// rewritten after every non-volatile change, as QEMU does for its JSON store — written to
+/// a temporary file, fsync'd, renamed over the original, directory fsync'd — so the file is
+/// always either the old or the new version. An fd keeps its size and everything outside
+/// the variable store (the firmware volume header, the FTW areas) byte for byte.
+///
+/// Unlike edk2 this does not append records in place and flip their State bits: the file is
+/// replaced, which a process holding it open (a running QEMU) does not see until it reopens
+/// it. A lock file `<file>.lock` keeps a second bridge away.
+public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
+    public let path: String
+    public let format: VariableFileFormat
+    private let template: [UInt8]
+    private let lockFd: Int32
+
+    /// Opens and locks `path`, and returns its variables.
+    public static func open(path: String, format: VariableFileFormat) throws -> (WholeFileBacking, [ExportedVariable]) {
+        guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
+            throw VariableFileError(path: path, location: "file", reason: "cannot read it")
+        }
+        let lockPath = path + ".lock"
+        let fd = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw VariableFileError(path: lockPath, location: "file", reason: String(cString: strerror(errno))) }
+        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            var buf = [UInt8](repeating: 0, count: 64)
+            let n = pread(fd, &buf, 64, 0)
+            close(fd)
+            let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
+            throw NativeStoreFile.Failure.locked(path: path, owner: "process \(pid)")
+        }
+        let pidText = Array("\(getpid())\n".utf8)
+        _ = ftruncate(fd, 0)
+        _ = pidText.withUnsafeBytes { pwrite(fd, $0.baseAddress, pidText.count, 0) }
+        let vars: [ExportedVariable]
+        do {
+            vars = format == .fd ? try OvmfVarsFile.read(bytes, path: path) : try QemuVarsJson.read(bytes, path: path)
+        } catch { close(fd); throw error }
+        return (WholeFileBacking(path: path, format: format, template: bytes, lockFd: fd), vars)
+    }
+
+    private init(path: String, format: VariableFileFormat, template: [UInt8], lockFd: Int32) {
+        self.path = path; self.format = format; self.template = template; self.lockFd = lockFd
+    }
+
+    deinit { flock(lockFd, LOCK_UN); close(lockFd) }
+
+    public func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool { !changes.isEmpty }
+    public func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws {
+        guard !changes.isEmpty, let all else { return }
+        try rewrite(all)
+    }
+
+    public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws { try rewrite(all) }
+
+    func rewrite(_ all: [(VariableKey, StoredVariable)]) throws {
+        let vars = all.map { ExportedVariable($0.0, $0.1) }
+        let bytes = format == .fd ? try OvmfVarsFile.write(vars, template: template, path: path) : QemuVarsJson.write(vars)
+        try AtomicFile.replace(path, with: bytes)
+    }
+}
+
+/// Write-to-temporary, fsync, rename, fsync the directory.
+public enum AtomicFile {
+    public static func replace(_ path: String, with bytes: [UInt8]) throws {
+        let tmp = path + ".tmp-\(getpid())"
+        let fd = Glibc.open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw VariableFileError(path: tmp, location: "file", reason: String(cString: strerror(errno))) }
+        let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress, bytes.count) }
+        let synced = fsync(fd) == 0
+        close(fd)
+        guard n == bytes.count, synced, rename(tmp, path) == 0 else {
+            let e = String(cString: strerror(errno))
+            unlink(tmp)
+            throw VariableFileError(path: path, location: "file", reason: "cannot replace it: \(e)")
+        }
+        let dir = (path as NSString).deletingLastPathComponent
+        let d = Glibc.open(dir.isEmpty ? "." : dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if d >= 0 { fsync(d); close(d) }
+    }
+}
