@@ -1,8 +1,10 @@
 #!/bin/bash
 # Crash harness for the durable store: a client rewrites a set of variables as fast as it
 # can and records each write that returned; the bridge is killed with SIGKILL at a random
-# moment; after a restart every variable must hold its last acknowledged value (or the
-# value of the one write that was in flight), and the store must open.
+# moment; after a restart every variable must hold its last acknowledged value or the
+# value of a later write that was attempted but not acknowledged (the bridge may die after
+# making a write durable and before answering it), never an older one, and the store must
+# open.
 # Usage: crash-harness.sh <efivarfs-bridge binary> <rounds>
 set -u
 bin=$1
@@ -12,7 +14,7 @@ work=$(mktemp -d)
 mnt=$work/mnt
 store=$work/store
 acked=$work/acked          # "<name> <value>" per acknowledged write
-inflight=$work/inflight    # the write being attempted
+attempts=$work/attempts    # every value about to be written, appended before the write
 mkdir -p "$mnt"
 : > "$acked"
 # LINUX_EFI_CRASH_GUID: every name under it is removable (not immutable), so it can be rewritten.
@@ -25,7 +27,7 @@ trap cleanup EXIT
 
 for round in $(seq 1 "$rounds"); do
 	: > "$acked"
-	: > "$inflight"
+	: > "$attempts"
 	"$bin" mount --foreground --store "$store" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
 	for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
@@ -34,7 +36,7 @@ for round in $(seq 1 "$rounds"); do
 	  while :; do
 		j=$((j + 1))
 		n=Crash$((j % names))
-		echo "$n $j" > "$inflight"
+		echo "$j" >> "$attempts"
 		if printf "\x07\x00\x00\x00value-$j" > "$mnt/$n-$guid"; then echo "$n $j" >> "$acked"; fi
 	  done ) 2>/dev/null &
 	writer=$!
@@ -49,13 +51,18 @@ for round in $(seq 1 "$rounds"); do
 	"$bin" mount --store "$store" "$mnt" 2>>"$work/bridge.err" || { echo "round $round: the store did not open: $(tail -n 1 "$work/bridge.err")"; failures=$((failures + 1)); continue; }
 	declare -A last=()
 	while read -r n v; do last[$n]=$v; done < "$acked"
-	read -r fn fv < "$inflight" 2>/dev/null || fn=
+	# The latest attempt; a line cut short by the kill can only read smaller, so max() is safe.
+	latest=0
+	while read -r a; do [[ "$a" =~ ^[0-9]+$ ]] && [ "$a" -gt "$latest" ] && latest=$a; done < "$attempts"
 	bad=0
 	for n in "${!last[@]}"; do
 		v=
 		IFS= read -r v < "$mnt/$n-$guid" 2>/dev/null   # bash drops the NUL attribute bytes
-		if [ "$v" != $'\x07'"value-${last[$n]}" ] && ! { [ "$n" = "$fn" ] && [ "$v" = $'\x07'"value-$fv" ]; }; then
-			echo "round $round: $n holds '${v#?}', last acknowledged value-${last[$n]}"
+		got=${v#$'\x07'value-}
+		# Values for CrashK are K mod 64; acceptable: the last acknowledged one or any later attempt.
+		if [[ "$v" != $'\x07'value-* ]] || ! [[ "$got" =~ ^[0-9]+$ ]] || [ "$got" -lt "${last[$n]}" ] || [ "$got" -gt "$latest" ] \
+			|| [ "Crash$((got % names))" != "$n" ]; then
+			echo "round $round: $n holds '${v#?}', last acknowledged value-${last[$n]}, latest attempt $latest"
 			bad=$((bad + 1))
 		fi
 	done
