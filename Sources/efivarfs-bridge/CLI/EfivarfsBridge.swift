@@ -16,7 +16,7 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, ScenarioCommand.self, TraceCommand.self]
+        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, TraceCommand.self]
     )
 }
 
@@ -105,6 +105,7 @@ struct MountCommand: ParsableCommand {
     var options: [String] = []
 
     @OptionGroup var machine: MachineOptions
+    @OptionGroup var logging: LoggingOptions
 
     @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
     var trace: String?
@@ -155,22 +156,33 @@ struct MountCommand: ParsableCommand {
         var tracer: TraceWriter?
         if let path = trace {
             do { tracer = try TraceWriter(path: path) } catch { fail("cannot write the trace file \(path): \(error.localizedDescription)") }
-            config.observer = tracer
         }
+        let logger = logging.bootstrap()
+        let statistics = CallStatistics()
+        config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
+        config.recordBoot = logger.logLevel <= .debug
+        logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(machine.storeDirectory ?? config.liveFile?.path ?? "in memory")")
         if let dir = enrollGenerate {
             do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
         }
         let machineInstance: Machine
         do { machineInstance = try Machine(config) } catch { fail(error.description) }
+        for line in machineInstance.bootLog { logger.debug("\(line)") }
         var fsOptions = Efivarfs.Options()
         fsOptions.uid = opts.uid
         fsOptions.gid = opts.gid
         let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
         do { try fs.populate() } catch { fail("mount: \(error)") }
         do {
+            let vcpus = machineInstance.vcpus
+            let control = ControlSocket.path(forMountPoint: mountPoint)
             try fuse.serve(fs) {
+                ControlSocket.serve(path: control) { ControlSocket.report(statistics: statistics, vcpus: vcpus) }
+                logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }
+            unlink(control)
+            logger.info("unmounted \(mountPoint)")
         } catch { tracer?.flush(); fail(error.description) }
         tracer?.flush()
         withExtendedLifetime(machineInstance) {}
