@@ -47,7 +47,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["SvsmEfiVars"],
-            exclude: ["Selftests"]
+            exclude: ["Selftests", "Fixtures"]
         ),
     ],
     swiftLanguageModes: [.v6]

@@ -82,9 +82,8 @@ struct VariableFileTests {
     func microsoftDbxUpdate() throws {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
-        let update = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("shared/data/DBXUpdate-amd64.bin").path
-        try #require(FileManager.default.fileExists(atPath: update), "missing \(update)")
+        let update = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/DBXUpdate-amd64.bin").path
+        #expect(Shell.run("sha256sum '\(update)'").out.hasPrefix("2089e3125e611376cb44326b5765674255443b2484f88de97251939d18055f68"))
         try #require(cli("import '\(Self.ovmf)/OVMF_VARS_4M.ms.fd' --store '\(tmp)/store'").status == 0)
         Shell.run("(printf '\\x67\\x00\\x00\\x00'; cat '\(update)') > '\(tmp)/append.var'; (printf '\\x27\\x00\\x00\\x00'; cat '\(update)') > '\(tmp)/replace.var'")
         Shell.run("cp '\(tmp)/append.var' '\(tmp)/tampered.var'; printf '\\x00' | dd of='\(tmp)/tampered.var' bs=1 seek=20000 conv=notrunc 2>/dev/null")
