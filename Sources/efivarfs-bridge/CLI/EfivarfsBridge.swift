@@ -52,8 +52,21 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))
     var fromJson: String?
 
-    /// The store directory this invocation uses, or nil for --ephemeral.
-    var storeDirectory: String? { ephemeral || fromFd != nil || fromJson != nil ? nil : storeDirectoryFor(store) }
+    /// `--from-fd` / `--from-json`, else $EFIVARFS_BRIDGE_FROM_FD / $EFIVARFS_BRIDGE_FROM_JSON
+    /// (when no other store is named on the command line).
+    var liveFd: String? {
+        if let f = fromFd { return f }
+        guard store == nil, fromJson == nil, !ephemeral else { return nil }
+        return ProcessInfo.processInfo.environment["EFIVARFS_BRIDGE_FROM_FD"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+    var liveJson: String? {
+        if let j = fromJson { return j }
+        guard store == nil, liveFd == nil, !ephemeral else { return nil }
+        return ProcessInfo.processInfo.environment["EFIVARFS_BRIDGE_FROM_JSON"].flatMap { $0.isEmpty ? nil : $0 }
+    }
+
+    /// The store directory this invocation uses, or nil for --ephemeral or a live file.
+    var storeDirectory: String? { ephemeral || liveFd != nil || liveJson != nil ? nil : storeDirectoryFor(store) }
 
     func validate() throws {
         guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
@@ -73,8 +86,8 @@ struct MachineOptions: ParsableArguments {
         for f in faults { try? plan.add(f) }
         c.faults = plan
         c.storeDirectory = storeDirectory
-        if let f = fromFd { c.liveFile = (f, .fd) }
-        if let j = fromJson { c.liveFile = (j, .json) }
+        if let f = liveFd { c.liveFile = (f, .fd) }
+        if let j = liveJson { c.liveFile = (j, .json) }
         return c
     }
 }

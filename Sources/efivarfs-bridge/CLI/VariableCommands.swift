@@ -180,7 +180,8 @@ struct InfoCommand: ParsableCommand {
             if case .found = cpu.readVariable(VariableKey("PK", .globalVariable)) { hasPk = true }
             return (i, byte("SecureBoot"), byte("SetupMode"), hasPk)
         }
-        let persistent = machine.storeDirectory != nil
+        let target = machine.storeDirectory ?? machine.liveFd ?? machine.liveJson
+        let persistent = target != nil
         if json {
             let q = infos.map { n, v in
                 "\"\(n)\":" + (v.map { "{\"maximum_storage\":\($0.maximumVariableStorageSize),\"remaining_storage\":\($0.remainingVariableStorageSize),\"maximum_variable\":\($0.maximumVariableSize)}" } ?? "null")
@@ -188,7 +189,7 @@ struct InfoCommand: ParsableCommand {
             print("{\"query_variable_info\":{\(q)},\"payload_size\":\(m.driver.maxPayloadSize),\"vcpus\":\(m.vcpus.count),"
                   + "\"secure_boot\":\(sb ?? 0),\"setup_mode\":\(setup ?? 0),"
                   + "\"manifest\":{\"persistent_nv_vars\":\(persistent),\"secureboot_enabled\":\(pk),\"secureboot_db_update\":true},"
-                  + "\"store\":\(machine.storeDirectory.map(jsonString) ?? "null")}")
+                  + "\"store\":\(target.map(jsonString) ?? "null")}")
         } else {
             for (n, v) in infos {
                 if let v { print("QueryVariableInfo(\(n)): maximum storage \(v.maximumVariableStorageSize), remaining \(v.remainingVariableStorageSize), maximum variable \(v.maximumVariableSize)") }
@@ -197,7 +198,7 @@ struct InfoCommand: ParsableCommand {
             print("MM payload size: \(m.driver.maxPayloadSize) bytes\nvCPUs: \(m.vcpus.count)")
             print("SecureBoot: \(sb ?? 0), SetupMode: \(setup ?? 0)")
             print("UEFI-MM manifest: persistent_nv_vars=\(persistent) secureboot_enabled=\(pk) secureboot_db_update=true")
-            print("store: \(machine.storeDirectory ?? "(memory only)")")
+            print("store: \(target ?? "(memory only)")")
         }
     }
 }
