@@ -26,9 +26,20 @@ struct CliTests {
         #expect((info?["manifest"] as? [String: Any])?["persistent_nv_vars"] as? Bool == true)
         try Bridge.withMount(s) { dir in
             #expect(Shell.run("tail -c +5 '\(dir)/Greeting-\(testGuid)'").out == "hello!!")
-            // Beside a live mount the store is locked: one clear line, exit 1.
-            let locked = cli("get Greeting-\(testGuid) \(s)")
-            #expect(locked.status == 1 && locked.err.contains("in use by process"))
+            // Beside a live mount every command runs through that mount's own driver.
+            #expect(cli("get Greeting-\(testGuid) --raw \(s)").out == "hello!!")
+            #expect(cli("set Beside-\(testGuid) --attributes nv,bs,rt --ascii live \(s)").status == 0)
+            #expect(cli("get Beside-\(testGuid) --raw \(s)").out == "live")
+            #expect(cli("list \(s)").out.contains("Beside-\(testGuid)"))
+            #expect(cli("get Nope-global \(s)").status == 3)
+            let refused = cli("set SecureBoot-global --attributes bs,rt --hex 01 \(s)")
+            #expect(refused.status == 4 && refused.err.contains("EFI_WRITE_PROTECTED"))
+            #expect(cli("info --json \(s)").out.contains("\"payload_size\":65496"))
+            // As in the kernel, a variable created behind efivarfs is not listed until a
+            // remount; the driver reads it by name.
+            #expect(!Shell.run("ls '\(dir)'").out.contains("Beside"))
+            #expect(Shell.run("cat '\(dir)/Beside-\(testGuid)'").err.contains("No such file"))
+            #expect(cli("delete Beside-\(testGuid) \(s)").status == 0)
         }
         #expect(cli("delete Greeting-\(testGuid) \(s)").status == 0)
         #expect(cli("get Greeting-\(testGuid) \(s)").status == 3)

@@ -19,6 +19,8 @@ public final class Machine: Sendable {
         public var storeDirectory: String?
         /// A VM's variable file served live instead of the native store.
         public var liveFile: (path: String, format: VariableFileFormat)?
+        /// Written into the store's lock file: how to reach this server.
+        public var lockNote = ""
         public init() {}
     }
 
@@ -66,14 +68,14 @@ public final class Machine: Sendable {
         var firstBoot = true
         if let live = config.liveFile {
             do {
-                let (f, saved) = try WholeFileBacking.open(path: live.path, format: live.format)
+                let (f, saved) = try WholeFileBacking.open(path: live.path, format: live.format, note: config.lockNote)
                 for v in saved { store.putRecord(v.key, v.value) }
                 file = f
                 firstBoot = saved.isEmpty
             } catch { throw .store(error) }
         } else if let dir = config.storeDirectory {
             do {
-                let (f, saved) = try NativeStoreFile.open(directory: dir)
+                let (f, saved) = try NativeStoreFile.open(directory: dir, note: config.lockNote)
                 for (k, v) in saved { store.putRecord(k, v) }
                 file = f
                 firstBoot = saved.isEmpty

@@ -171,6 +171,7 @@ struct MountCommand: ParsableCommand {
             do { tracer = try TraceWriter(path: path) } catch { fail("cannot write the trace file \(path): \(error.localizedDescription)") }
         }
         let logger = logging.bootstrap()
+        config.lockNote = ControlSocket.path(forMountPoint: mountPoint)
         let statistics = CallStatistics()
         config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
         config.recordBoot = logger.logLevel <= .debug
@@ -190,7 +191,7 @@ struct MountCommand: ParsableCommand {
             let vcpus = machineInstance.vcpus
             let control = ControlSocket.path(forMountPoint: mountPoint)
             try fuse.serve(fs) {
-                ControlSocket.serve(path: control) { ControlSocket.report(statistics: statistics, vcpus: vcpus) }
+                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus) }, machine: machineInstance)
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }

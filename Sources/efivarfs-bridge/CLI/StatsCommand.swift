@@ -27,8 +27,11 @@ enum ControlSocket {
         return addr
     }
 
-    /// Serves `report()` to every connection, on a thread of its own, until the process ends.
-    static func serve(path: String, report: @escaping @Sendable () -> String) {
+    /// Serves every connection on a thread of its own until the process ends: a request
+    /// line "stats" (or nothing) gets the statistics document; a JSON object
+    /// `{"argv": [...]}` runs that scripting command with this server's driver and gets its
+    /// `CommandOutput` back as JSON.
+    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine) {
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         unlink(path)
@@ -42,15 +45,52 @@ enum ControlSocket {
             while true {
                 let c = accept(fd, nil, nil)
                 if c < 0 { if errno == EINTR { continue }; return }
-                let bytes = Array(report().utf8)
-                _ = bytes.withUnsafeBytes { write(c, $0.baseAddress, bytes.count) }
+                let request = readAll(c, limit: 1 << 20)
+                let reply = answer(request, stats: stats, machine: machine)
+                _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
                 close(c)
             }
         }
         thread.start()
     }
 
-    static func query(path: String) -> String? {
+    static func readAll(_ fd: Int32, limit: Int) -> [UInt8] {
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while out.count < limit {
+            let n = read(fd, &buf, buf.count)
+            if n <= 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    static func answer(_ request: [UInt8], stats: () -> String, machine: Machine) -> [UInt8] {
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any], let argv = obj["argv"] as? [String] else {
+            return Array(stats().utf8)
+        }
+        var output: CommandOutput
+        do {
+            let parsed = try EfivarfsBridge.parseAsRoot(argv)
+            if let command = parsed as? any DriverCommand {
+                output = command.perform(on: machine)
+            } else {
+                output = .fail("\(argv.first ?? "") cannot run through a live mount", code: 64)
+            }
+        } catch {
+            output = .fail(EfivarfsBridge.message(for: error), code: 64)
+        }
+        return Array((try? JSONEncoder().encode(output)) ?? Data())
+    }
+
+    /// Runs a scripting command in the server that holds the store.
+    static func run(path: String, arguments: [String]) -> CommandOutput? {
+        guard let request = try? JSONSerialization.data(withJSONObject: ["argv": arguments]),
+              let reply = exchange(path: path, request: Array(request)) else { return nil }
+        return try? JSONDecoder().decode(CommandOutput.self, from: Data(reply))
+    }
+
+    static func exchange(path: String, request: [UInt8]) -> [UInt8]? {
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0, var addr = address(path) else { return nil }
         defer { close(fd) }
@@ -58,14 +98,13 @@ enum ControlSocket {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard ok == 0 else { return nil }
-        var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let n = read(fd, &buf, buf.count)
-            if n <= 0 { break }
-            out += buf[0..<n]
-        }
-        return String(decoding: out, as: UTF8.self)
+        _ = request.withUnsafeBytes { write(fd, $0.baseAddress, request.count) }
+        shutdown(fd, Int32(SHUT_WR))
+        return readAll(fd, limit: 64 << 20)
+    }
+
+    static func query(path: String) -> String? {
+        exchange(path: path, request: Array("stats\n".utf8)).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// The JSON document a live mount answers with.

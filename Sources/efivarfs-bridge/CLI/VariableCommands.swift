@@ -15,10 +15,45 @@ func cliFail(_ message: String, code: Int32 = CliExit.failure) -> ExitCode {
     return ExitCode(code)
 }
 
-/// Boots the modelled guest on the chosen store: every command goes through the same
-/// driver → SVSM → store path as the mount.
-func bootForCli(_ options: MachineOptions) throws -> Machine {
-    do { return try Machine(options.configuration()) } catch { throw cliFail(error.description) }
+/// What a scripting command produced: bytes for stdout, a message for stderr, an exit code.
+struct CommandOutput: Codable {
+    var stdout: [UInt8] = []
+    var stderr = ""
+    var code: Int32 = 0
+
+    static func fail(_ message: String, code: Int32) -> CommandOutput {
+        CommandOutput(stderr: "efivarfs-bridge: \(message)\n", code: code)
+    }
+    mutating func print(_ line: String) { stdout += Array((line + "\n").utf8) }
+}
+
+/// A command that works through the driver of a booted machine: run locally on a store
+/// nobody serves, or, when a live mount holds the store, by that mount's own driver over
+/// its control socket — either way the same driver → SVSM → store path.
+protocol DriverCommand: ParsableCommand {
+    var machine: MachineOptions { get }
+    func perform(on m: Machine) -> CommandOutput
+}
+
+extension DriverCommand {
+    func run() throws {
+        let output: CommandOutput
+        do {
+            let m = try Machine(machine.configuration())
+            output = perform(on: m)
+        } catch Machine.BootError.store(let e as NativeStoreFile.Failure) {
+            guard case .locked(_, _, let control?) = e, !control.isEmpty,
+                  let remote = ControlSocket.run(path: control, arguments: Array(CommandLine.arguments.dropFirst())) else {
+                throw cliFail(e.description)
+            }
+            output = remote
+        } catch {
+            throw cliFail("\(error)")
+        }
+        FileHandle.standardOutput.write(Data(output.stdout))
+        if !output.stderr.isEmpty { FileHandle.standardError.write(Data(output.stderr.utf8)) }
+        if output.code != 0 { throw ExitCode(output.code) }
+    }
 }
 
 func parseName(_ text: String) throws -> VariableKey {
@@ -33,14 +68,14 @@ func jsonString(_ s: String) -> String {
     return String(decoding: data.dropFirst().dropLast(), as: UTF8.self)
 }
 
-struct ListCommand: ParsableCommand {
+struct ListCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "list", abstract: "List the variables the OS sees (GetNextVariableName).",
                                                     discussion: "Examples:\n  efivarfs-bridge list\n  efivarfs-bridge list --json | jq -r '.[].name'")
     @Flag(help: "One JSON array of {name, guid, attributes, size}.") var json = false
     @OptionGroup var machine: MachineOptions
 
-    func run() throws {
-        let m = try bootForCli(machine)
+    func perform(on m: Machine) -> CommandOutput {
+        var out = CommandOutput()
         let entries: [(VariableKey, VariableAttributes, Int)] = m.driver.onCpu { cpu in
             var out: [(VariableKey, VariableAttributes, Int)] = []
             var previous = VariableKey(guid: .zero, name: [])
@@ -54,14 +89,15 @@ struct ListCommand: ParsableCommand {
             let items = entries.map { k, a, n in
                 "{\"name\":\(jsonString(Ucs2.string(k.name))),\"guid\":\"\(k.guid)\",\"attributes\":\(a.rawValue),\"size\":\(n)}"
             }
-            print("[" + items.joined(separator: ",") + "]")
+            out.print("[" + items.joined(separator: ",") + "]")
         } else {
-            for (k, _, _) in entries { print("\(Ucs2.string(k.name))-\(k.guid)") }
+            for (k, _, _) in entries { out.print("\(Ucs2.string(k.name))-\(k.guid)") }
         }
+        return out
     }
 }
 
-struct GetCommand: ParsableCommand {
+struct GetCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "get", abstract: "Print one variable.",
                                                     discussion: "Examples:\n  efivarfs-bridge get BootOrder-global --hex\n  efivarfs-bridge get Timeout-8be4df61-93ca-11d2-aa0d-00e098032b8c --json")
     @Argument(help: "Name-GUID, GUID-Name, or Name-<short GUID name>.") var name: String
@@ -75,30 +111,31 @@ struct GetCommand: ParsableCommand {
         guard [json, raw, hex].filter({ $0 }).count <= 1 else { throw ValidationError("choose one of --json, --raw, --hex") }
     }
 
-    func run() throws {
-        let key = try parseName(name)
-        let m = try bootForCli(machine)
+    func perform(on m: Machine) -> CommandOutput {
+        var out = CommandOutput()
+        guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
         switch m.driver.onCpu({ $0.readVariable(key) }) {
         case .found(let attrs, let data):
-            if raw { FileHandle.standardOutput.write(Data(data)) }
-            else if hex { print(Hex.encode(data)) }
+            if raw { out.stdout = data }
+            else if hex { out.print(Hex.encode(data)) }
             else if json {
-                print("{\"name\":\(jsonString(Ucs2.string(key.name))),\"guid\":\"\(key.guid)\",\"attributes\":\(attrs.rawValue),\"data\":\"\(Hex.encode(data))\"}")
+                out.print("{\"name\":\(jsonString(Ucs2.string(key.name))),\"guid\":\"\(key.guid)\",\"attributes\":\(attrs.rawValue),\"data\":\"\(Hex.encode(data))\"}")
             } else {
-                print("\(Ucs2.string(key.name))-\(key.guid)\nattributes: 0x\(String(attrs.rawValue, radix: 16)) (\(attrs))\nsize: \(data.count)")
-                print(Hex.encode(data))
+                out.print("\(Ucs2.string(key.name))-\(key.guid)\nattributes: 0x\(String(attrs.rawValue, radix: 16)) (\(attrs))\nsize: \(data.count)")
+                out.print(Hex.encode(data))
             }
+            return out
         case .error(.notFound):
-            throw cliFail("\(name): no such variable", code: CliExit.notFound)
+            return .fail("\(name): no such variable", code: CliExit.notFound)
         case .error(let s):
-            throw cliFail("\(name): \(s.name)", code: CliExit.refused)
+            return .fail("\(name): \(s.name)", code: CliExit.refused)
         case .bufferTooSmall:
-            throw cliFail("\(name): the variable does not fit the MM buffer")
+            return .fail("\(name): the variable does not fit the MM buffer", code: CliExit.failure)
         }
     }
 }
 
-struct SetCommand: ParsableCommand {
+struct SetCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "set", abstract: "Write one variable (SetVariable).",
         discussion: """
             Examples:
@@ -124,51 +161,49 @@ struct SetCommand: ParsableCommand {
         if let h = hex, Hex.decode(h) == nil { throw ValidationError("--hex: odd number of digits or a non-hex character") }
     }
 
-    func data() throws -> [UInt8] {
-        if let f = dataFile {
-            guard let d = FileManager.default.contents(atPath: f) else { throw cliFail("cannot read \(f)") }
-            return Array(d)
-        }
-        if let h = hex { return Hex.decode(h)! }
+    func data() -> [UInt8]? {
+        if let f = dataFile { return FileManager.default.contents(atPath: f).map(Array.init) }
+        if let h = hex { return Hex.decode(h) }
         if let u = utf16 { return Ucs2.nulTerminatedBytes(Ucs2.units(u)) }
         return Array((ascii ?? "").utf8)
     }
 
-    func run() throws {
-        let key = try parseName(name)
-        var attrs = VariableAttributes(parsing: attributes)!
+    func perform(on m: Machine) -> CommandOutput {
+        guard let key = VariableName.parse(name), var attrs = VariableAttributes(parsing: attributes) else {
+            return .fail("\(name): bad name or attributes", code: 64)
+        }
         if append { attrs.insert(.appendWrite) }
-        let bytes = try data()
-        let m = try bootForCli(machine)
+        guard let bytes = data() else { return .fail("cannot read \(dataFile ?? "the data")", code: CliExit.failure) }
         let status = m.driver.onCpu { $0.setVariable(key, attributes: attrs.rawValue, data: bytes) }
-        if status == .notFound { throw cliFail("\(name): \(status.name)", code: CliExit.notFound) }
-        if status != .success { throw cliFail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
+        if status == .notFound { return .fail("\(name): \(status.name)", code: CliExit.notFound) }
+        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
+        return CommandOutput()
     }
 }
 
-struct DeleteCommand: ParsableCommand {
+struct DeleteCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete one variable (SetVariable with attributes 0).",
                                                     discussion: "Example:\n  efivarfs-bridge delete BootNext-global")
     @Argument(help: "Name-GUID, GUID-Name, or Name-<short GUID name>.") var name: String
     @OptionGroup var machine: MachineOptions
     func validate() throws { _ = try parseName(name) }
-    func run() throws {
-        let key = try parseName(name)
-        let m = try bootForCli(machine)
+    func perform(on m: Machine) -> CommandOutput {
+        guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
         let status = m.driver.onCpu { $0.setVariable(key, attributes: 0, data: []) }
-        if status == .notFound { throw cliFail("\(name): no such variable", code: CliExit.notFound) }
-        if status != .success { throw cliFail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
+        if status == .notFound { return .fail("\(name): no such variable", code: CliExit.notFound) }
+        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
+        return CommandOutput()
     }
 }
 
-struct InfoCommand: ParsableCommand {
+struct InfoCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "info", abstract: "Storage figures, the MM payload size, vCPUs, Secure Boot state and the UEFI-MM attestation manifest.",
                                                     discussion: "Example:\n  efivarfs-bridge info --json")
     @Flag(help: "One JSON object.") var json = false
     @OptionGroup var machine: MachineOptions
 
-    func run() throws {
-        let m = try bootForCli(machine)
+    func perform(on m: Machine) -> CommandOutput {
+        var out = CommandOutput()
         let sets: [(String, UInt32)] = [("nv,bs,rt", 0x7), ("bs,rt", 0x6), ("nv,bs,rt,at", 0x27)]
         let (infos, sb, setup, pk): ([(String, VariableStore.VariableInfo?)], UInt8?, UInt8?, Bool) = m.driver.onCpu { cpu in
             let i = sets.map { (n, a) -> (String, VariableStore.VariableInfo?) in
@@ -186,19 +221,20 @@ struct InfoCommand: ParsableCommand {
             let q = infos.map { n, v in
                 "\"\(n)\":" + (v.map { "{\"maximum_storage\":\($0.maximumVariableStorageSize),\"remaining_storage\":\($0.remainingVariableStorageSize),\"maximum_variable\":\($0.maximumVariableSize)}" } ?? "null")
             }.joined(separator: ",")
-            print("{\"query_variable_info\":{\(q)},\"payload_size\":\(m.driver.maxPayloadSize),\"vcpus\":\(m.vcpus.count),"
+            out.print("{\"query_variable_info\":{\(q)},\"payload_size\":\(m.driver.maxPayloadSize),\"vcpus\":\(m.vcpus.count),"
                   + "\"secure_boot\":\(sb ?? 0),\"setup_mode\":\(setup ?? 0),"
                   + "\"manifest\":{\"persistent_nv_vars\":\(persistent),\"secureboot_enabled\":\(pk),\"secureboot_db_update\":true},"
                   + "\"store\":\(target.map(jsonString) ?? "null")}")
         } else {
             for (n, v) in infos {
-                if let v { print("QueryVariableInfo(\(n)): maximum storage \(v.maximumVariableStorageSize), remaining \(v.remainingVariableStorageSize), maximum variable \(v.maximumVariableSize)") }
-                else { print("QueryVariableInfo(\(n)): refused") }
+                if let v { out.print("QueryVariableInfo(\(n)): maximum storage \(v.maximumVariableStorageSize), remaining \(v.remainingVariableStorageSize), maximum variable \(v.maximumVariableSize)") }
+                else { out.print("QueryVariableInfo(\(n)): refused") }
             }
-            print("MM payload size: \(m.driver.maxPayloadSize) bytes\nvCPUs: \(m.vcpus.count)")
-            print("SecureBoot: \(sb ?? 0), SetupMode: \(setup ?? 0)")
-            print("UEFI-MM manifest: persistent_nv_vars=\(persistent) secureboot_enabled=\(pk) secureboot_db_update=true")
-            print("store: \(target ?? "(memory only)")")
+            out.print("MM payload size: \(m.driver.maxPayloadSize) bytes\nvCPUs: \(m.vcpus.count)")
+            out.print("SecureBoot: \(sb ?? 0), SetupMode: \(setup ?? 0)")
+            out.print("UEFI-MM manifest: persistent_nv_vars=\(persistent) secureboot_enabled=\(pk) secureboot_db_update=true")
+            out.print("store: \(target ?? "(memory only)")")
         }
+        return out
     }
 }

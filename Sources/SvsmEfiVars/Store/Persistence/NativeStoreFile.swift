@@ -29,13 +29,13 @@ import Foundation
 public final class NativeStoreFile: @unchecked Sendable {
     public enum Failure: Error, CustomStringConvertible, Equatable {
         case cannotCreate(String, String)
-        case locked(path: String, owner: String)
+        case locked(path: String, owner: String, control: String?)
         case corrupted(path: String, offset: Int, reason: String)
         case io(String, String)
         public var description: String {
             switch self {
             case .cannotCreate(let p, let e): return "cannot create the store directory \(p): \(e)"
-            case .locked(let p, let o): return "the store \(p) is in use by \(o); unmount it first or name another store"
+            case .locked(let p, let o, _): return "the store \(p) is in use by \(o); unmount it first or name another store"
             case .corrupted(let p, let o, let r): return "\(p): corrupted at offset \(o): \(r)"
             case .io(let p, let e): return "\(p): \(e)"
             }
@@ -49,7 +49,7 @@ public final class NativeStoreFile: @unchecked Sendable {
     static let checkpointHeaderSize = 28
 
     public let directory: String
-    private let lockFd: Int32
+    private let lock: StoreLock
     private var logFd: Int32
     private var generation: UInt64
     private var logSize: Int
@@ -62,24 +62,12 @@ public final class NativeStoreFile: @unchecked Sendable {
     var logPath: String { directory + "/log" }
 
     /// Opens (creating if needed) and locks the store; returns it with its variables.
-    public static func open(directory: String) throws(Failure) -> (NativeStoreFile, [(VariableKey, StoredVariable)]) {
+    /// `note` goes into the lock file for whoever finds the store locked.
+    public static func open(directory: String, note: String = "") throws(Failure) -> (NativeStoreFile, [(VariableKey, StoredVariable)]) {
         do {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         } catch { throw .cannotCreate(directory, error.localizedDescription) }
-        let lockPath = directory + "/lock"
-        let lfd = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lfd >= 0 else { throw .io(lockPath, String(cString: strerror(errno))) }
-        if flock(lfd, LOCK_EX | LOCK_NB) != 0 {
-            var buf = [UInt8](repeating: 0, count: 64)
-            let n = pread(lfd, &buf, 64, 0)
-            let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            close(lfd)
-            throw .locked(path: directory, owner: "process \(pid)")
-        }
-        let pidText = Array("\(getpid())\n".utf8)
-        _ = ftruncate(lfd, 0)
-        _ = pidText.withUnsafeBytes { pwrite(lfd, $0.baseAddress, pidText.count, 0) }
-
+        let lock = try StoreLock.acquire(lockPath: directory + "/lock", store: directory, note: note)
         var variables: [VariableKey: StoredVariable] = [:]
         var order: [VariableKey] = []
         func apply(_ op: UInt8, _ key: VariableKey, _ v: StoredVariable?) {
@@ -92,23 +80,23 @@ public final class NativeStoreFile: @unchecked Sendable {
         if let cp = FileManager.default.contents(atPath: cpPath).map(Array.init) {
             checkpointSize = cp.count
             guard cp.count >= checkpointHeaderSize, Array(cp[0..<8]) == checkpointMagic else {
-                close(lfd); throw .corrupted(path: cpPath, offset: 0, reason: "not a checkpoint (bad magic)")
+                throw .corrupted(path: cpPath, offset: 0, reason: "not a checkpoint (bad magic)")
             }
             generation = cp.loadLE(UInt64.self, at: 8)
             let bodyLength = Int(cp.loadLE(UInt64.self, at: 16))
             guard cp.count == checkpointHeaderSize + bodyLength else {
-                close(lfd); throw .corrupted(path: cpPath, offset: 16, reason: "body length \(bodyLength) does not match the file")
+                throw .corrupted(path: cpPath, offset: 16, reason: "body length \(bodyLength) does not match the file")
             }
             let body = Array(cp[checkpointHeaderSize...])
             guard Crc32.checksum(body) == cp.loadLE(UInt32.self, at: 24) else {
-                close(lfd); throw .corrupted(path: cpPath, offset: 24, reason: "checksum mismatch")
+                throw .corrupted(path: cpPath, offset: 24, reason: "checksum mismatch")
             }
             var i = 0
             while i < body.count {
-                guard i + 4 <= body.count else { close(lfd); throw .corrupted(path: cpPath, offset: checkpointHeaderSize + i, reason: "truncated record") }
+                guard i + 4 <= body.count else { throw .corrupted(path: cpPath, offset: checkpointHeaderSize + i, reason: "truncated record") }
                 let n = Int(body.loadLE(UInt32.self, at: i))
                 guard let (op, key, v) = decode(body, at: i + 4, length: n) else {
-                    close(lfd); throw .corrupted(path: cpPath, offset: checkpointHeaderSize + i, reason: "malformed record")
+                    throw .corrupted(path: cpPath, offset: checkpointHeaderSize + i, reason: "malformed record")
                 }
                 apply(op, key, v)
                 i += 4 + n
@@ -117,7 +105,7 @@ public final class NativeStoreFile: @unchecked Sendable {
         // The log: replay up to the first torn or corrupt record.
         let lp = directory + "/log"
         let lfdLog = Glibc.open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lfdLog >= 0 else { close(lfd); throw .io(lp, String(cString: strerror(errno))) }
+        guard lfdLog >= 0 else { throw .io(lp, String(cString: strerror(errno))) }
         let log = FileManager.default.contents(atPath: lp).map(Array.init) ?? []
         var validEnd = 0
         if log.count >= logHeaderSize, Array(log[0..<8]) == logMagic, log.loadLE(UInt64.self, at: 8) == generation {
@@ -137,10 +125,10 @@ public final class NativeStoreFile: @unchecked Sendable {
         // A bad record followed by a good one is damage, not a torn append: refuse to open
         // rather than silently drop acknowledged writes.
         if validEnd > 0, let later = firstValidRecord(in: log, after: validEnd) {
-            close(lfd); close(lfdLog)
+            close(lfdLog)
             throw .corrupted(path: lp, offset: validEnd, reason: "damaged record followed by valid records (at offset \(later))")
         }
-        let store = NativeStoreFile(directory: directory, lockFd: lfd, logFd: lfdLog, generation: generation, checkpointSize: checkpointSize)
+        let store = NativeStoreFile(directory: directory, lock: lock, logFd: lfdLog, generation: generation, checkpointSize: checkpointSize)
         if validEnd == 0 {
             // No log for this generation (new store, or a stale one from before a checkpoint).
             try store.resetLog()
@@ -153,20 +141,16 @@ public final class NativeStoreFile: @unchecked Sendable {
         return (store, order.map { ($0, variables[$0]!) })
     }
 
-    private init(directory: String, lockFd: Int32, logFd: Int32, generation: UInt64, checkpointSize: Int) {
+    private init(directory: String, lock: StoreLock, logFd: Int32, generation: UInt64, checkpointSize: Int) {
         self.directory = directory
-        self.lockFd = lockFd
+        self.lock = lock
         self.logFd = logFd
         self.generation = generation
         self.logSize = 0
         self.checkpointSize = checkpointSize
     }
 
-    deinit {
-        close(logFd)
-        flock(lockFd, LOCK_UN)
-        close(lockFd)
-    }
+    deinit { close(logFd) }
 
     // MARK: records
 

@@ -39,38 +39,24 @@ public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
     public let path: String
     public let format: VariableFileFormat
     private let template: [UInt8]
-    private let lockFd: Int32
+    private let lock: StoreLock
 
     /// Opens and locks `path`, and returns its variables.
-    public static func open(path: String, format: VariableFileFormat) throws -> (WholeFileBacking, [ExportedVariable]) {
+    public static func open(path: String, format: VariableFileFormat, note: String = "") throws -> (WholeFileBacking, [ExportedVariable]) {
         guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
             throw VariableFileError(path: path, location: "file", reason: "cannot read it")
         }
-        let lockPath = path + ".lock"
-        let fd = Glibc.open(lockPath, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw VariableFileError(path: lockPath, location: "file", reason: String(cString: strerror(errno))) }
-        if flock(fd, LOCK_EX | LOCK_NB) != 0 {
-            var buf = [UInt8](repeating: 0, count: 64)
-            let n = pread(fd, &buf, 64, 0)
-            close(fd)
-            let pid = n > 0 ? String(decoding: buf[0..<n], as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines) : "?"
-            throw NativeStoreFile.Failure.locked(path: path, owner: "process \(pid)")
-        }
-        let pidText = Array("\(getpid())\n".utf8)
-        _ = ftruncate(fd, 0)
-        _ = pidText.withUnsafeBytes { pwrite(fd, $0.baseAddress, pidText.count, 0) }
+        let lock = try StoreLock.acquire(lockPath: path + ".lock", store: path, note: note)
         let vars: [ExportedVariable]
         do {
             vars = format == .fd ? try OvmfVarsFile.read(bytes, path: path) : try QemuVarsJson.read(bytes, path: path)
-        } catch { close(fd); throw error }
-        return (WholeFileBacking(path: path, format: format, template: bytes, lockFd: fd), vars)
+        }
+        return (WholeFileBacking(path: path, format: format, template: bytes, lock: lock), vars)
     }
 
-    private init(path: String, format: VariableFileFormat, template: [UInt8], lockFd: Int32) {
-        self.path = path; self.format = format; self.template = template; self.lockFd = lockFd
+    private init(path: String, format: VariableFileFormat, template: [UInt8], lock: StoreLock) {
+        self.path = path; self.format = format; self.template = template; self.lock = lock
     }
-
-    deinit { flock(lockFd, LOCK_UN); close(lockFd) }
 
     public func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool { !changes.isEmpty }
     public func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws {
