@@ -46,6 +46,9 @@ struct MachineOptions: ParsableArguments {
     @Flag(name: .long, help: "Keep variables in memory only: every mount starts from a freshly booted OVMF VM.")
     var ephemeral = false
 
+    @Option(name: .long, help: ArgumentHelp("Size of the non-volatile variable store in bytes (default 0x3ffb8, a 4M OVMF_VARS.fd's). Larger stores do not fit an fd export.", valueName: "bytes"))
+    var nvStoreSize: Int?
+
     @Option(name: .customLong("from-fd"), help: ArgumentHelp("Serve this OVMF_VARS.fd live: every change is written back to it (atomically, same size).", valueName: "file"))
     var fromFd: String?
 
@@ -71,6 +74,7 @@ struct MachineOptions: ParsableArguments {
     func validate() throws {
         guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
         guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
+        if let n = nvStoreSize, n < 0x1000 || n > 1 << 30 { throw ValidationError("--nv-store-size must be between 4 KiB and 1 GiB") }
         if [ephemeral, store != nil, fromFd != nil, fromJson != nil].filter({ $0 }).count > 1 {
             throw ValidationError("name one store: --store, --from-fd, --from-json or --ephemeral")
         }
@@ -86,6 +90,7 @@ struct MachineOptions: ParsableArguments {
         for f in faults { try? plan.add(f) }
         c.faults = plan
         c.storeDirectory = storeDirectory
+        if let n = nvStoreSize { c.limits.nvStoreSize = n }
         if let f = liveFd { c.liveFile = (f, .fd) }
         if let j = liveJson { c.liveFile = (j, .json) }
         return c
