@@ -25,6 +25,13 @@ struct CommandOutput: Codable {
         CommandOutput(stderr: "efivarfs-bridge: \(message)\n", code: code)
     }
     mutating func print(_ line: String) { stdout += Array((line + "\n").utf8) }
+
+    /// The outcome of a SetVariable as the scripting commands report it.
+    static func setResult(_ name: String, _ status: EfiStatus) -> CommandOutput {
+        if status == .notFound { return .fail("\(name): no such variable", code: CliExit.notFound) }
+        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
+        return CommandOutput()
+    }
 }
 
 /// A command that works through the driver of a booted machine: run locally on a store
@@ -174,10 +181,7 @@ struct SetCommand: DriverCommand {
         }
         if append { attrs.insert(.appendWrite) }
         guard let bytes = data() else { return .fail("cannot read \(dataFile ?? "the data")", code: CliExit.failure) }
-        let status = m.driver.onCpu { $0.setVariable(key, attributes: attrs.rawValue, data: bytes) }
-        if status == .notFound { return .fail("\(name): \(status.name)", code: CliExit.notFound) }
-        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
-        return CommandOutput()
+        return CommandOutput.setResult(name, m.driver.onCpu { $0.setVariable(key, attributes: attrs.rawValue, data: bytes) })
     }
 }
 
@@ -189,10 +193,7 @@ struct DeleteCommand: DriverCommand {
     func validate() throws { _ = try parseName(name) }
     func perform(on m: Machine) -> CommandOutput {
         guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
-        let status = m.driver.onCpu { $0.setVariable(key, attributes: 0, data: []) }
-        if status == .notFound { return .fail("\(name): no such variable", code: CliExit.notFound) }
-        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
-        return CommandOutput()
+        return CommandOutput.setResult(name, m.driver.onCpu { $0.setVariable(key, attributes: 0, data: []) })
     }
 }
 
