@@ -46,12 +46,12 @@ extension Svsm {
         let listGpa = GuestPhysicalAddress(regs.rcx)
         guard listGpa.rawValue & 7 == 0 else { throw .invalidParameter }
         let pageRemaining = GuestPhysicalAddress.pageSize - (listGpa.rawValue & (GuestPhysicalAddress.pageSize - 1))
-        let header = try access.read(GuestRegion(start: listGpa, length: 8), bindings: bindings)
+        let header = try access.read(GuestRegion(start: listGpa, length: 8), protected: protectedPages)
         let entries = UInt64(header.loadLE(UInt16.self, at: 0))
         let next = UInt64(header.loadLE(UInt16.self, at: 2))
         let maxEntries = (pageRemaining - 8) / 8
         guard entries != 0, entries <= maxEntries, entries > next else { throw .invalidParameter }
-        let list = try access.read(GuestRegion(start: listGpa.advanced(by: 8), length: entries * 8), bindings: bindings)
+        let list = try access.read(GuestRegion(start: listGpa.advanced(by: 8), length: entries * 8), protected: protectedPages)
         var progress = next
         for i in Int(next)..<Int(entries) {
             let entry = list.loadLE(UInt64.self, at: i * 8)
@@ -62,14 +62,14 @@ extension Svsm {
             let length: UInt64 = size == 1 ? 2 << 20 : 4096
             if size == 1, gpa.rawValue % length != 0 { throw .invalidParameter }
             let region = GuestRegion(start: gpa, length: length)
-            guard access.validPhysRegion(region, bindings: bindings) else { throw .invalidAddress }
+            guard access.validPhysRegion(region, protected: protectedPages) else { throw .invalidAddress }
             if entry & 4 != 0 {
                 do { try access.memory.fill(gpa, count: Int(length), with: 0) } catch { throw .fault }
             }
             progress += 1
             var h = [UInt8](repeating: 0, count: 2)
             h.storeLE(UInt16(progress), at: 0)
-            try access.write(listGpa.advanced(by: 2), h, bindings: bindings)
+            try access.write(listGpa.advanced(by: 2), h, protected: protectedPages)
         }
     }
 

@@ -34,6 +34,9 @@ public final class Svsm: Sendable {
     let mmHandler: any UefiMmRequestHandler
     /// `PERCPU_VMSAS`, keyed by APIC ID.
     let registry: Mutex<[UInt32: VcpuBinding]>
+    /// The pages the registry protects, rebuilt whenever it changes (core calls only), so
+    /// that checking a request does not walk every vCPU.
+    let protection = Mutex(ProtectedPages([]))
     /// COCONUT serialises protocol 4 with one global lock around the store.
     let storeLock = Mutex(())
     let sevFeatures: UInt64
@@ -51,7 +54,15 @@ public final class Svsm: Sendable {
     public func launch(bootVmsa: GuestPhysicalAddress, firmwareCaa: GuestPhysicalAddress) throws(SvsmError) {
         try access.setCaaHeader(firmwareCaa, [UInt8](repeating: 0, count: 8))
         registry.withLock { $0[0] = VcpuBinding(apicId: 0, vmsa: bootVmsa, caa: firmwareCaa) }
+        refreshProtection()
     }
+
+    func refreshProtection() {
+        let p = ProtectedPages(bindings)
+        protection.withLock { $0 = p }
+    }
+
+    public var protectedPages: ProtectedPages { protection.withLock { $0 } }
 
     public func binding(apicId: UInt32) -> VcpuBinding? { registry.withLock { $0[apicId] } }
     public var bindings: [VcpuBinding] { registry.withLock { Array($0.values) } }
@@ -105,7 +116,9 @@ public final class Svsm: Sendable {
 
     func dispatch(_ id: SvsmCallId, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
         switch id.protocolId {
-        case 0: try coreProtocol(id.callId, apicId: apicId, regs: &regs)
+        case 0:
+            defer { if id.callId == 0 || id.callId == 2 || id.callId == 3 { refreshProtection() } }
+            try coreProtocol(id.callId, apicId: apicId, regs: &regs)
         case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, regs: &regs)
         default: throw .unsupportedProtocol
         }

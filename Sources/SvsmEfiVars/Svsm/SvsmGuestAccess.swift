@@ -35,6 +35,25 @@ public struct VcpuBinding: Equatable, Sendable {
     public var caa: GuestPhysicalAddress
 }
 
+/// The pages the SVSM protects, derived from its registry: every registered VMSA page,
+/// and every registered CAA (its page, and its first 8 bytes for region checks).
+public struct ProtectedPages: Sendable, Equatable {
+    public var vmsaPages: Set<UInt64> = []
+    public var caaPages: Set<UInt64> = []
+    /// CAA GPAs by the page that holds them.
+    var caaByPage: [UInt64: [UInt64]] = [:]
+
+    public init(_ bindings: some Sequence<VcpuBinding>) {
+        for b in bindings {
+            vmsaPages.insert(b.vmsa.page.rawValue)
+            caaPages.insert(b.caa.page.rawValue)
+            caaByPage[b.caa.page.rawValue, default: []].append(b.caa.rawValue)
+        }
+    }
+
+    func caaHeads(onPage page: UInt64) -> [UInt64] { caaByPage[page] ?? [] }
+}
+
 /// How the SVSM reads and writes guest memory: by guest-physical address only, every range
 /// checked first (COCONUT `mm/memory.rs` `valid_phys_address`/`valid_phys_region`,
 /// `mm/guestmem.rs`). Nothing on the SVSM side holds a reference to a guest-side object.
@@ -45,30 +64,37 @@ public struct SvsmGuestAccess: Sendable {
 
     /// `valid_phys_address`: false when the page is a registered VMSA or CAA page, when it is
     /// the launch VMSA address, or when it is outside the memory map.
-    public func validPhysAddress(_ pa: GuestPhysicalAddress, bindings: [VcpuBinding]) -> Bool {
+    public func validPhysAddress(_ pa: GuestPhysicalAddress, protected: ProtectedPages) -> Bool {
         if pa.page == SvsmGuestAccess.launchVmsaAddress { return false }
-        for b in bindings where b.vmsa == pa.page || b.caa.page == pa.page { return false }
+        if protected.vmsaPages.contains(pa.page.rawValue) || protected.caaPages.contains(pa.page.rawValue) { return false }
         return memory.isGuestRam(GuestRegion(start: pa, length: 1))
     }
 
     /// `valid_phys_region`: inside one memory-map entry and not overlapping a VMSA page or the
-    /// first 8 bytes of any CAA.
-    public func validPhysRegion(_ region: GuestRegion, bindings: [VcpuBinding]) -> Bool {
-        guard region.end != nil, memory.isGuestRam(region) else { return false }
-        for b in bindings {
-            if region.overlaps(GuestRegion(start: b.vmsa, length: GuestPhysicalAddress.pageSize)) { return false }
-            if region.overlaps(GuestRegion(start: b.caa, length: CallingArea.headerSize)) { return false }
+    /// first 8 bytes of any CAA. Checked page by page against sets, so the cost does not grow
+    /// with the number of vCPUs.
+    public func validPhysRegion(_ region: GuestRegion, protected: ProtectedPages) -> Bool {
+        guard let end = region.end, memory.isGuestRam(region) else { return false }
+        guard region.length > 0 else { return true }
+        var page = region.start.page.rawValue
+        while page < end {
+            if protected.vmsaPages.contains(page) { return false }
+            for head in protected.caaHeads(onPage: page)
+            where region.overlaps(GuestRegion(start: GuestPhysicalAddress(head), length: CallingArea.headerSize)) {
+                return false
+            }
+            page += GuestPhysicalAddress.pageSize
         }
         return true
     }
 
-    public func read(_ region: GuestRegion, bindings: [VcpuBinding]) throws(SvsmError) -> [UInt8] {
-        guard validPhysRegion(region, bindings: bindings) else { throw .invalidAddress }
+    public func read(_ region: GuestRegion, protected: ProtectedPages) throws(SvsmError) -> [UInt8] {
+        guard validPhysRegion(region, protected: protected) else { throw .invalidAddress }
         do { return try memory.read(region.start, count: Int(region.length)) } catch { throw .fault }
     }
 
-    public func write(_ gpa: GuestPhysicalAddress, _ bytes: [UInt8], bindings: [VcpuBinding]) throws(SvsmError) {
-        guard validPhysRegion(GuestRegion(start: gpa, length: UInt64(bytes.count)), bindings: bindings) else { throw .invalidAddress }
+    public func write(_ gpa: GuestPhysicalAddress, _ bytes: [UInt8], protected: ProtectedPages) throws(SvsmError) {
+        guard validPhysRegion(GuestRegion(start: gpa, length: UInt64(bytes.count)), protected: protected) else { throw .invalidAddress }
         do { try memory.write(gpa, bytes) } catch { throw .fault }
     }
 

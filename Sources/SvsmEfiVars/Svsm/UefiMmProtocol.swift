@@ -9,23 +9,23 @@ extension Svsm {
 
     /// The buffer checks, in COCONUT's order and with its codes.
     func uefiMmRequest(address: GuestPhysicalAddress, size: UInt64) throws(SvsmError) {
-        let b = bindings
+        let b = protectedPages
         guard address.rawValue != 0 else { throw .invalidParameter }
-        guard access.validPhysAddress(address, bindings: b) else { throw .invalidAddress }
+        guard access.validPhysAddress(address, protected: b) else { throw .invalidAddress }
         guard address.pageAligned else { throw .invalidAddress }  // not INVALID_PARAMETER
         guard size >= Svsm.mmHeaderSize else { throw .invalidParameter }
         guard size <= Svsm.uefiMmBufferLimit else { throw .invalidParameter }
-        let header = try access.read(GuestRegion(start: address, length: Svsm.mmHeaderSize), bindings: b)
+        let header = try access.read(GuestRegion(start: address, length: Svsm.mmHeaderSize), protected: b)
         let guid = EfiGuid(bytes: header, at: 0)
         let messageLength = header.loadLE(UInt64.self, at: 16)
         guard messageLength <= size - Svsm.mmHeaderSize else { throw .invalidParameter }
         // A private copy: the guest cannot change the request while it is processed.
         let body = address.advanced(by: Svsm.mmHeaderSize)
-        let request = try access.read(GuestRegion(start: body, length: messageLength), bindings: b)
+        let request = try access.read(GuestRegion(start: body, length: messageLength), protected: b)
         let response = storeLock.withLock { _ in mmHandler.handleMmRequest(headerGuid: guid, message: request) }
         guard let rsp = response else { return }  // no handler: the buffer stays as it was
         guard UInt64(rsp.count) <= messageLength else { throw .responseTooLarge }
         // Only 24 + rsp.count bytes are written; the header is never rewritten.
-        try access.write(body, rsp, bindings: b)
+        try access.write(body, rsp, protected: b)
     }
 }
