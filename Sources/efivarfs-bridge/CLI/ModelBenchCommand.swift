@@ -8,6 +8,12 @@ struct ModelBenchCommand: ParsableCommand {
         abstract: "Measure the in-process cost of an SVSM call and of an MM round trip (GET_VARIABLE).",
         discussion: "Example:\n  efivarfs-bridge bench-model --iterations 200000")
     @Option(help: "Calls per measurement.") var iterations = 100_000
+    @Option(help: "Measure only one: svsm or mm (for instruction counts under callgrind).") var only: String?
+
+    func validate() throws {
+        guard iterations > 0 else { throw ValidationError("--iterations must be positive") }
+        guard only == nil || only == "svsm" || only == "mm" else { throw ValidationError("--only takes svsm or mm") }
+    }
 
     func run() throws {
         let m = try Machine(Machine.Configuration())
@@ -20,12 +26,12 @@ struct ModelBenchCommand: ParsableCommand {
             print(String(format: "%@: %.0f ns per call (%d calls)", name, ns, iterations))
         }
         m.vcpus.withVcpu { v in
-            measure("SVSM call (QUERY_PROTOCOL) through the CAA") {
+            if only != "mm" { measure("SVSM call (QUERY_PROTOCOL) through the CAA") {
                 _ = try? m.transport.perform(.coreQueryProtocol, rcx: 4 << 32 | 1, on: v, caa: v.svsmCaa)
-            }
-            m.driver.onCpuHeld(v) { cpu in
+            } }
+            if only != "svsm" { m.driver.onCpuHeld(v) { cpu in
                 measure("MM round trip (GET_VARIABLE Timeout)") { _ = cpu.getVariable(key, capacity: 2) }
-            }
+            } }
         }
     }
 }
