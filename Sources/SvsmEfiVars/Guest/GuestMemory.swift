@@ -130,10 +130,6 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 
-    public func write(_ gpa: GuestPhysicalAddress, _ bytes: ArraySlice<UInt8>) throws(GuestMemoryError) {
-        try write(gpa, Array(bytes))
-    }
-
     public func readU8(_ gpa: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt8 {
         try pointer(gpa, 1).load(as: UInt8.self)
     }

@@ -33,11 +33,11 @@ public struct CaaRelocationScenario {
             var lines: [String] = []
             let before = (try? m.memory.readU8(caa)) ?? 0xff
             lines.append("vCPU \(vcpu.apicId), CAA \(caa): call_pending before = \(before)")
-            m.transport.memory.writeMessageForScenario(m.firmwareMmBuffer, request)
             let vcpuRegisteredCaa = m.svsm.binding(apicId: vcpu.apicId)?.caa
-            let out: SvsmRegisters
+            let reply: [UInt8]
             do {
-                out = try m.transport.perform(.uefiMmRequest, rcx: m.firmwareMmBuffer.rawValue, rdx: 64 * 1024, on: vcpu, caa: caa)
+                reply = try SvsmVariableDriver.mmCommunicate(transport: m.transport, vcpu: vcpu, caa: caa, buffer: m.firmwareMmBuffer,
+                                                             bufferSize: 64 * 1024, headerGuid: .smmVariableProtocol, message: request)
             } catch {
                 if error == .notExecuted {
                     lines.append("the SVSM served the CAA registered for vCPU \(vcpu.apicId) (\(vcpuRegisteredCaa.map { "\($0)" } ?? "none")), not \(caa)")
@@ -47,9 +47,8 @@ public struct CaaRelocationScenario {
                 }
                 return (lines, .failure(error))
             }
-            let reply = (try? m.memory.read(m.firmwareMmBuffer.advanced(by: 24), count: request.count)) ?? request
-            let status = EfiStatus(rawValue: reply.loadLE(UInt64.self, at: 8))
-            lines.append("SVSM_UEFI_MM_REQUEST RCX=\(m.firmwareMmBuffer) RDX=0x10000 → RAX=0x\(String(out.rax, radix: 16)) (SVSM_SUCCESS), ReturnStatus \(status.name)")
+            let status = EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
+            lines.append("SVSM_UEFI_MM_REQUEST RCX=\(m.firmwareMmBuffer) RDX=0x10000 → RAX=0x\(String(vcpu.registers.rax, radix: 16)) (SVSM_SUCCESS), ReturnStatus \(status.name)")
             lines.append("call_pending after = \((try? m.memory.readU8(caa)) ?? 0xff)")
             return (lines, .success(status))
         }
@@ -112,11 +111,5 @@ public struct CaaRelocationScenario {
         steps.append(Step(title: "The driver's GetVariable on each vCPU through that vCPU's own per-CPU CAA",
                           lines: lines5, expected: "executed on every vCPU", ok: ok5))
         return (m.bootLog, steps)
-    }
-}
-
-extension GuestMemory {
-    func writeMessageForScenario(_ buffer: GuestPhysicalAddress, _ message: [UInt8]) {
-        try? write(buffer, MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: message))
     }
 }

@@ -1,49 +1,8 @@
 /// Little-endian reads and writes at explicit offsets over byte arrays.
 ///
 /// Every wire format in this project (the CAA, MM communicate buffers, SMM variable
-/// payloads) is packed and little-endian; reading it through these helpers keeps each
-/// length check explicit instead of casting memory to a struct.
-public enum ByteCodingError: Error, Equatable, Sendable {
-    case outOfBounds(offset: Int, count: Int, available: Int)
-}
-
-public struct ByteReader: Sendable {
-    public let bytes: [UInt8]
-    public init(_ bytes: [UInt8]) { self.bytes = bytes }
-
-    @inline(__always)
-    func check(_ offset: Int, _ count: Int) throws(ByteCodingError) {
-        guard offset >= 0, count >= 0, offset <= bytes.count, count <= bytes.count - offset else {
-            throw .outOfBounds(offset: offset, count: count, available: bytes.count)
-        }
-    }
-
-    public func u8(at offset: Int) throws(ByteCodingError) -> UInt8 {
-        try check(offset, 1)
-        return bytes[offset]
-    }
-    public func u16(at offset: Int) throws(ByteCodingError) -> UInt16 {
-        try check(offset, 2)
-        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt16.self) }.littleEndian
-    }
-    public func u32(at offset: Int) throws(ByteCodingError) -> UInt32 {
-        try check(offset, 4)
-        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt32.self) }.littleEndian
-    }
-    public func u64(at offset: Int) throws(ByteCodingError) -> UInt64 {
-        try check(offset, 8)
-        return bytes.withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: UInt64.self) }.littleEndian
-    }
-    public func slice(at offset: Int, count: Int) throws(ByteCodingError) -> [UInt8] {
-        try check(offset, count)
-        return Array(bytes[offset..<(offset + count)])
-    }
-    public func guid(at offset: Int) throws(ByteCodingError) -> EfiGuid {
-        try check(offset, 16)
-        return EfiGuid(bytes: bytes, at: offset)
-    }
-}
-
+/// payloads) is packed and little-endian; the parsers check each length before they read
+/// through these helpers, instead of casting memory to a struct.
 extension Array where Element == UInt8 {
     /// Stores `value` little-endian at `offset`; the array must already be long enough.
     @inline(__always)
@@ -63,9 +22,8 @@ extension Array where Element == UInt8 {
     }
 
     public mutating func store(_ guid: EfiGuid, at offset: Int) {
-        guid.withBytes { src in
-            for i in 0..<16 { self[offset + i] = src[i] }
-        }
+        storeLE(guid.low, at: offset)
+        storeLE(guid.high, at: offset + 8)
     }
 
     public mutating func replace(at offset: Int, with source: [UInt8]) {

@@ -21,8 +21,6 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
         return out
     }
 
-    func withBytes<R>(_ body: ([UInt8]) -> R) -> R { body(bytes) }
-
     /// Parses the 36-character text form; hex digits may be in either case.
     public init?(_ text: String) {
         let u = Array(text.utf8)

@@ -24,7 +24,7 @@ extension Svsm {
         guard new.pageAligned else { throw .invalidParameter }
         guard access.memory.isGuestRam(GuestRegion(start: new, length: CallingArea.headerSize)) else { throw .invalidAddress }
         try access.setCaaHeader(new, [UInt8](repeating: 0, count: 8))
-        try registry.withLock { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
+        try updateRegistry { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
             guard var me = r[apicId] else { throw .invalidAddress }
             if me.caa == new { return }
             for (id, b) in r where id != apicId {
@@ -89,7 +89,7 @@ extension Svsm {
         let vmpl = try access.vmsaU8(vmsa, VmsaLayout.vmpl)
         let efer = try access.vmsaU64(vmsa, VmsaLayout.efer)
         let features = try access.vmsaU64(vmsa, VmsaLayout.sevFeatures)
-        try registry.withLock { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
+        try updateRegistry { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
             for b in r.values {
                 let other = GuestRegion(start: b.vmsa, length: GuestPhysicalAddress.pageSize)
                 let otherCaa = GuestRegion(start: b.caa, length: CallingArea.headerSize)
@@ -110,7 +110,7 @@ extension Svsm {
     func deleteVcpu(callerApicId: UInt32, regs: SvsmRegisters) throws(SvsmError) {
         let vmsa = GuestPhysicalAddress(regs.rcx)
         guard vmsa.pageAligned else { throw .invalidParameter }
-        try registry.withLock { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
+        try updateRegistry { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
             guard let (id, _) = r.first(where: { $0.value.vmsa == vmsa }) else { throw .invalidParameter }
             // The startup vCPU cannot be deleted (SVSM spec §6.4).
             guard id != 0 else { throw .invalidParameter }

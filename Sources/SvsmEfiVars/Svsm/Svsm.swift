@@ -53,11 +53,12 @@ public final class Svsm: Sendable {
     /// (COCONUT `prepare_fw_launch`). The CAA header is zeroed.
     public func launch(bootVmsa: GuestPhysicalAddress, firmwareCaa: GuestPhysicalAddress) throws(SvsmError) {
         try access.setCaaHeader(firmwareCaa, [UInt8](repeating: 0, count: 8))
-        registry.withLock { $0[0] = VcpuBinding(apicId: 0, vmsa: bootVmsa, caa: firmwareCaa) }
-        refreshProtection()
+        updateRegistry { $0[0] = VcpuBinding(apicId: 0, vmsa: bootVmsa, caa: firmwareCaa) }
     }
 
-    func refreshProtection() {
+    /// Every change to the registry goes through here, so the protected pages always match it.
+    func updateRegistry<E: Error>(_ body: (inout [UInt32: VcpuBinding]) throws(E) -> Void) throws(E) {
+        try registry.withLock { (r: inout [UInt32: VcpuBinding]) throws(E) in try body(&r) }
         let p = ProtectedPages(bindings)
         protection.withLock { $0 = p }
     }
@@ -116,9 +117,7 @@ public final class Svsm: Sendable {
 
     func dispatch(_ id: SvsmCallId, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
         switch id.protocolId {
-        case 0:
-            defer { if id.callId == 0 || id.callId == 2 || id.callId == 3 { refreshProtection() } }
-            try coreProtocol(id.callId, apicId: apicId, regs: &regs)
+        case 0: try coreProtocol(id.callId, apicId: apicId, regs: &regs)
         case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, regs: &regs)
         default: throw .unsupportedProtocol
         }

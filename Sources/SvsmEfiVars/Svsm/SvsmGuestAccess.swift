@@ -39,17 +39,17 @@ public struct VcpuBinding: Equatable, Sendable {
 /// and every registered CAA (its page, and its first 8 bytes for region checks).
 public struct ProtectedPages: Sendable, Equatable {
     public var vmsaPages: Set<UInt64> = []
-    public var caaPages: Set<UInt64> = []
     /// CAA GPAs by the page that holds them.
     var caaByPage: [UInt64: [UInt64]] = [:]
 
     public init(_ bindings: some Sequence<VcpuBinding>) {
         for b in bindings {
             vmsaPages.insert(b.vmsa.page.rawValue)
-            caaPages.insert(b.caa.page.rawValue)
             caaByPage[b.caa.page.rawValue, default: []].append(b.caa.rawValue)
         }
     }
+
+    func isCaaPage(_ page: UInt64) -> Bool { caaByPage[page] != nil }
 
     func caaHeads(onPage page: UInt64) -> [UInt64] { caaByPage[page] ?? [] }
 }
@@ -66,7 +66,7 @@ public struct SvsmGuestAccess: Sendable {
     /// the launch VMSA address, or when it is outside the memory map.
     public func validPhysAddress(_ pa: GuestPhysicalAddress, protected: ProtectedPages) -> Bool {
         if pa.page == SvsmGuestAccess.launchVmsaAddress { return false }
-        if protected.vmsaPages.contains(pa.page.rawValue) || protected.caaPages.contains(pa.page.rawValue) { return false }
+        if protected.vmsaPages.contains(pa.page.rawValue) || protected.isCaaPage(pa.page.rawValue) { return false }
         return memory.isGuestRam(GuestRegion(start: pa, length: 1))
     }
 
