@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "SvsmEfiVars", targets: ["SvsmEfiVars"]),
         .executable(name: "efivarfs-bridge", targets: ["efivarfs-bridge"]),
+        .executable(name: "efivarfs-fuzz", targets: ["efivarfs-fuzz"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -40,9 +41,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The fuzz targets of issue #10 (Fuzz/README.md): a library the unit tests replay the
+        // seed corpora through, and the executable libFuzzer links against.
+        .target(
+            name: "FuzzTargets",
+            dependencies: ["SvsmEfiVars"]
+        ),
+        .executableTarget(
+            name: "efivarfs-fuzz",
+            dependencies: ["FuzzTargets"]
+        ),
         .testTarget(
             name: "SvsmEfiVarsTests",
-            dependencies: ["SvsmEfiVars"]
+            dependencies: ["SvsmEfiVars", "FuzzTargets"]
         ),
         .testTarget(
             name: "IntegrationTests",

@@ -69,6 +69,12 @@ public final class GuestMemory: @unchecked Sendable {
 
     deinit { munmap(base, Int(ramSize)) }
 
+    /// All of RAM as the host sees it, for checkers that compare it with a snapshot (the
+    /// hostile-guest fuzz target). Neither side of the trust boundary uses this.
+    public func withHostView<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try body(UnsafeRawBufferPointer(start: base, count: Int(ramSize)))
+    }
+
     /// True when the whole range is inside one memory-map entry.
     public func isGuestRam(_ region: GuestRegion) -> Bool {
         memoryMap.contains { $0.contains(region) }

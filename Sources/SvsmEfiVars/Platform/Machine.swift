@@ -69,14 +69,14 @@ public final class Machine: Sendable {
         if let live = config.liveFile {
             do {
                 let (f, saved) = try WholeFileBacking.open(path: live.path, format: live.format, note: config.lockNote)
-                for v in saved { store.putRecord(v.key, v.value) }
+                store.restore(saved)
                 file = f
                 firstBoot = saved.isEmpty
             } catch { throw .store(error) }
         } else if let dir = config.storeDirectory {
             do {
                 let (f, saved) = try NativeStoreFile.open(directory: dir, note: config.lockNote)
-                for (k, v) in saved { store.putRecord(k, v) }
+                store.restore(saved.map { ExportedVariable($0.0, $0.1) })
                 file = f
                 firstBoot = saved.isEmpty
             } catch { throw .store(error) }

@@ -234,6 +234,12 @@ public struct VariableStore: Sendable {
         }
     }
 
+    /// Loads saved records as they are, the way an offline editor places them (no checks,
+    /// no timestamps changed): the store file, a VM's variable file or a fuzz target's seed.
+    public mutating func restore(_ variables: some Sequence<ExportedVariable>) {
+        for v in variables { putRecord(v.key, v.value) }
+    }
+
     /// Every variable, volatile first (for export and tests).
     public var allVariables: [(VariableKey, StoredVariable)] {
         volatile.map { ($0.key, $0.value) } + nonVolatile.map { ($0.key, $0.value) }

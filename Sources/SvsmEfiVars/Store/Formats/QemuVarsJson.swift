@@ -36,7 +36,11 @@ public enum QemuVarsJson {
         let list: [[String: Any]] = variables.map { v in
             var o: [String: Any] = ["guid": v.key.guid.description, "name": Ucs2.string(v.key.name),
                                     "attr": Int(v.value.attributes.rawValue), "data": Hex.encode(v.value.data)]
-            if v.value.attributes.contains(.timeBasedAuthenticatedWriteAccess) { o["time"] = Hex.encode((v.value.timestamp ?? .zero).bytes) }
+            // QEMU writes `time` for authenticated variables; a timestamp another variable
+            // carries (read from a file that had one) is kept too, so nothing read is lost.
+            if v.value.attributes.contains(.timeBasedAuthenticatedWriteAccess) || v.value.timestamp != nil {
+                o["time"] = Hex.encode((v.value.timestamp ?? .zero).bytes)
+            }
             return o
         }
         let data = try! JSONSerialization.data(withJSONObject: ["version": 2, "variables": list], options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])

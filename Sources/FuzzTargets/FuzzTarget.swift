@@ -1,0 +1,38 @@
+/// The fuzz targets of issue #10, one per layer that reads bytes it does not control.
+/// Each `run` checks properties beyond "does not crash"; a violation stops the process.
+public enum FuzzTarget: String, CaseIterable, Sendable {
+    /// (a) Protocol 4 and the core protocol as the SVSM sees them: guest memory contents
+    /// and registers chosen by a hostile guest.
+    case svsmProtocol = "svsm-protocol"
+    /// (b) The MM variable and policy payload decoders behind the HeaderGuid dispatch.
+    case mmPayload = "mm-payload"
+    /// (c) The efivarfs write path: any name, any attributes and data.
+    case efivarfsWrite = "efivarfs-write"
+    /// (d) The OVMF_VARS.fd and QEMU JSON importers (and their writers, round trip).
+    case variableFile = "variable-file"
+    /// (e) The authenticated-variable parser: EFI_VARIABLE_AUTHENTICATION_2 + PKCS#7.
+    case authVariable = "auth-variable"
+
+    /// Runs one input. Safe to call many times in one process (libFuzzer does).
+    public func run(_ data: [UInt8]) {
+        switch self {
+        case .svsmProtocol: SvsmProtocolTarget.shared.run(data)
+        case .mmPayload: MmPayloadTarget.shared.run(data)
+        case .efivarfsWrite: EfivarfsWriteTarget.shared.run(data)
+        case .variableFile: VariableFileTarget.run(data)
+        case .authVariable: AuthVariableTarget.shared.run(data)
+        }
+    }
+
+    /// The seed corpus, built from the real wire formats with the library's own encoders
+    /// and from Debian's OVMF files when they are installed.
+    public func seeds() -> [(name: String, bytes: [UInt8])] {
+        switch self {
+        case .svsmProtocol: return SvsmProtocolTarget.seeds()
+        case .mmPayload: return MmPayloadTarget.seeds()
+        case .efivarfsWrite: return EfivarfsWriteTarget.seeds()
+        case .variableFile: return VariableFileTarget.seeds()
+        case .authVariable: return AuthVariableTarget.seeds()
+        }
+    }
+}
