@@ -131,4 +131,52 @@ struct NativeStoreTests {
         let (_, vars) = try NativeStoreFile.open(directory: dir)
         #expect(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" } == ["Nv=[3]"])
     }
+
+    static func setStatus(_ service: VariableService, _ n: String, _ a: UInt32, _ d: [UInt8]) -> UInt64 {
+        let p = AccessVariablePayload.encode(guid: vendor, name: Ucs2.units(n), attributes: a, dataSize: d.count, data: d)
+        return service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.setVariable, payload: p))!
+            .loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset)
+    }
+
+    @Test("group commit: concurrent writers are each acknowledged after an fdatasync, and all survive a reopen")
+    func groupCommitConcurrent() throws {
+        let dir = Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writers = 8, writes = 40
+        do {
+            let (f, _) = try NativeStoreFile.open(directory: dir)
+            let service = VariableService(store: VariableStore(), persistence: f)
+            DispatchQueue.concurrentPerform(iterations: writers) { w in
+                for i in 0..<writes {
+                    let st = Self.setStatus(service, "W\(w)", 7, [UInt8(w), UInt8(i)])
+                    precondition(st == 0, "writer \(w) write \(i): \(st)")
+                }
+            }
+            let stats = service.groupCommitStatistics
+            #expect(stats.acknowledged == UInt64(writers * writes))
+            #expect(stats.syncs >= 1 && stats.syncs <= writers * writes)
+        }
+        let (_, vars) = try NativeStoreFile.open(directory: dir)
+        #expect(Set(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" }) == Set((0..<writers).map { "W\($0)=[\($0), \(writes - 1)]" }))
+    }
+
+    @Test("group commit: a failed fdatasync rolls the write back (EFI_DEVICE_ERROR), in memory and on disk; the next write works")
+    func groupCommitFailure() throws {
+        let dir = Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            let (f, _) = try NativeStoreFile.open(directory: dir)
+            let service = VariableService(store: VariableStore(), persistence: f)
+            #expect(Self.setStatus(service, "Kept", 7, [1]) == 0)
+            f.failNextSyncs = 1
+            #expect(Self.setStatus(service, "Lost", 7, [2]) == EfiStatus.deviceError.rawValue)
+            #expect(Self.setStatus(service, "Kept", 7, [3]) == 0)
+            service.withStore { store in
+                #expect(store.find(Self.k("Lost")) == nil)
+                #expect(store.find(Self.k("Kept"))?.data == [3])
+            }
+        }
+        let (_, vars) = try NativeStoreFile.open(directory: dir)
+        #expect(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" } == ["Kept=[3]"])
+    }
 }

@@ -37,8 +37,6 @@ public final class Svsm: Sendable {
     /// The pages the registry protects, rebuilt whenever it changes (core calls only), so
     /// that checking a request does not walk every vCPU.
     let protection = Mutex(ProtectedPages([]))
-    /// COCONUT serialises protocol 4 with one global lock around the store.
-    let storeLock = Mutex(())
     let sevFeatures: UInt64
 
     public init(memory: GuestMemory, mmHandler: any UefiMmRequestHandler, configuration: Configuration = Configuration(), sevFeatures: UInt64 = 1) {

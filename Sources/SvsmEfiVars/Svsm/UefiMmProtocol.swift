@@ -22,7 +22,10 @@ extension Svsm {
         // A private copy: the guest cannot change the request while it is processed.
         let body = address.advanced(by: Svsm.mmHeaderSize)
         let request = try access.read(GuestRegion(start: body, length: messageLength), protected: b)
-        let response = storeLock.withLock { _ in mmHandler.handleMmRequest(headerGuid: guid, message: request) }
+        // COCONUT holds one global lock around the store for the request; here the handler
+        // takes it (VariableService's store lock), so that a durable write can wait for its
+        // fdatasync after releasing it (group commit).
+        let response = mmHandler.handleMmRequest(headerGuid: guid, message: request)
         guard let rsp = response else { return }  // no handler: the buffer stays as it was
         guard UInt64(rsp.count) <= messageLength else { throw .responseTooLarge }
         // Only 24 + rsp.count bytes are written; the header is never rewritten.

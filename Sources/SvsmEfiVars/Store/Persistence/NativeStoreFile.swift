@@ -212,6 +212,51 @@ public final class NativeStoreFile: @unchecked Sendable {
     /// Appends the new values of `changes` (nil = deleted) and makes them durable.
     public func append(_ changes: [(VariableKey, StoredVariable?)]) throws(Failure) {
         guard !changes.isEmpty else { return }
+        let out = NativeStoreFile.logRecords(changes)
+        let written = out.withUnsafeBytes { pwrite(logFd, $0.baseAddress, out.count, off_t(logSize)) }
+        guard written == out.count, fdatasync(logFd) == 0 else {
+            let e = String(cString: strerror(errno))
+            _ = ftruncate(logFd, off_t(logSize))  // drop a partial append
+            throw .io(logPath, e)
+        }
+        logSize += out.count
+    }
+
+    /// Group commit, first half: appends the records of `changes` without syncing and
+    /// returns the log's new end. A failed write is cut off again and nothing is kept.
+    func stage(_ changes: [(VariableKey, StoredVariable?)]) throws(Failure) -> Int {
+        let out = NativeStoreFile.logRecords(changes)
+        let written = out.withUnsafeBytes { pwrite(logFd, $0.baseAddress, out.count, off_t(logSize)) }
+        guard written == out.count else {
+            let e = String(cString: strerror(errno))
+            _ = ftruncate(logFd, off_t(logSize))
+            throw .io(logPath, e)
+        }
+        logSize += out.count
+        return logSize
+    }
+
+    /// Group commit, second half: fdatasync of everything staged so far. May run while
+    /// another thread stages (pwrite and fdatasync on one descriptor are safe together).
+    func syncLog() -> Bool {
+        if failNextSyncs > 0 { failNextSyncs -= 1; return false }
+        return fdatasync(logFd) == 0
+    }
+
+    /// After a failed fdatasync: drops every record after `end` (the last synced end).
+    func truncateLog(to end: Int) {
+        _ = ftruncate(logFd, off_t(end))
+        _ = fdatasync(logFd)
+        logSize = end
+    }
+
+    /// The log's end as of now (read with the store lock held).
+    var logEnd: Int { logSize }
+
+    /// Test hook: the next n fdatasync calls of `syncLog` fail as a failing disk's would.
+    var failNextSyncs = 0
+
+    static func logRecords(_ changes: [(VariableKey, StoredVariable?)]) -> [UInt8] {
         var out = [UInt8]()
         for (k, v) in changes {
             let body = NativeStoreFile.encode(k, v)
@@ -220,13 +265,7 @@ public final class NativeStoreFile: @unchecked Sendable {
             out.appendLE(Crc32.checksum(body))
             out += body
         }
-        let written = out.withUnsafeBytes { pwrite(logFd, $0.baseAddress, out.count, off_t(logSize)) }
-        guard written == out.count, fdatasync(logFd) == 0 else {
-            let e = String(cString: strerror(errno))
-            _ = ftruncate(logFd, off_t(logSize))  // drop a partial append
-            throw .io(logPath, e)
-        }
-        logSize += out.count
+        return out
     }
 
     public var needsCompaction: Bool { logSize > compactionThreshold && logSize > 2 * checkpointSize }
