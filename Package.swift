@@ -58,7 +58,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: ["SvsmEfiVars"],
-            exclude: ["Selftests", "Fixtures"]
+            exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],
     swiftLanguageModes: [.v6]
