@@ -1,0 +1,42 @@
+import Foundation
+import Testing
+@testable import SvsmEfiVars
+
+/// Record-level refusals of the OVMF_VARS.fd reader, on volumes made by our own writer
+/// from Debian's OVMF_VARS.fd template.
+@Suite("OVMF_VARS.fd records")
+struct OvmfVarsFileTests {
+    static let vendor = EfiGuid("210be57c-9849-4fc7-a635-e6382d1aec27")!
+
+    static func volume(_ vars: [ExportedVariable]) throws -> [UInt8] {
+        let template = try #require(FileManager.default.contents(atPath: "/usr/share/OVMF/OVMF_VARS.fd").map(Array.init),
+                                    "Debian's ovmf package is needed")
+        return try OvmfVarsFile.write(vars, template: template, path: "t.fd")
+    }
+
+    static func v(_ name: String, _ attrs: VariableAttributes = .nvBsRt) -> ExportedVariable {
+        ExportedVariable(VariableKey(name, vendor), StoredVariable(attributes: attrs, data: [1, 2, 3]))
+    }
+
+    @Test("record errors name the record's offset: duplicate, name without NUL, volatile record")
+    func recordErrors() throws {
+        let dup = try Self.volume([Self.v("A"), Self.v("A")])
+        #expect(throws: VariableFileError.self) { try OvmfVarsFile.read(dup, path: "t.fd") }
+        do { _ = try OvmfVarsFile.read(dup, path: "t.fd") } catch {
+            #expect(error.location.hasPrefix("record at offset 0x") && error.reason.hasPrefix("duplicate variable"))
+        }
+
+        var noNul = try Self.volume([Self.v("A")])
+        let first = try OvmfVarsFile.layout(noNul, path: "t.fd").firstRecord
+        noNul[first + OvmfVarsFile.headerSize + 2] = 0x41  // the NUL after "A" becomes 'A'
+        do { _ = try OvmfVarsFile.read(noNul, path: "t.fd"); Issue.record("accepted a name without NUL") } catch {
+            #expect(error.location == "record at offset 0x\(String(first, radix: 16))")
+            #expect(error.reason == "name is not a NUL-terminated UCS-2 string of NameSize bytes")
+        }
+
+        let volatile = try Self.volume([Self.v("A", [.bootserviceAccess, .runtimeAccess])])
+        do { _ = try OvmfVarsFile.read(volatile, path: "t.fd"); Issue.record("accepted a volatile record") } catch {
+            #expect(error.reason == "a volatile variable in a non-volatile store")
+        }
+    }
+}
