@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// efivarfs semantics, independent of FUSE: the directory of `<Name>-<GUID>` files, with
 /// the behaviour of torvalds/linux fs/efivarfs (v6.15+) for every operation, calling the
@@ -29,10 +28,10 @@ public final class Efivarfs: @unchecked Sendable {
         var byIno: [UInt64: EfivarfsNode] = [:]
         var nextIno: UInt64 = 2
     }
-    private let table = Mutex(Table())
+    private let table = Locked(Table())
     /// `efivars_lock` for the set-then-size sequences, so each is atomic with respect to
     /// other efivarfs writers.
-    private let efivarsLock = Mutex(())
+    private let efivarsLock = Locked(())
     private let rateLimiter = ReadRateLimiter()
 
     public init(driver: SvsmVariableDriver, options: Options = Options()) {
@@ -355,7 +354,7 @@ final class ReadRateLimiter: Sendable {
     static let intervalNanoseconds: UInt64 = 1_000_000_000
     static let sleepMicroseconds: UInt32 = 50_000
 
-    private let windows = Mutex([UInt32: (start: UInt64, count: Int)]())
+    private let windows = Locked([UInt32: (start: UInt64, count: Int)]())
     private let now: @Sendable () -> UInt64
     private let sleep: @Sendable (UInt32) -> Void
 

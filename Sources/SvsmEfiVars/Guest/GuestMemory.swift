@@ -3,7 +3,6 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-import Synchronization
 
 public enum GuestMemoryError: Error, Equatable, Sendable {
     /// The range is not inside guest RAM.
@@ -32,7 +31,7 @@ public final class GuestMemory: @unchecked Sendable {
     public let svsmRegion: GuestRegion
 
     private let base: UnsafeMutableRawPointer
-    private let allocator: Mutex<PageAllocator>
+    private let allocator: Locked<PageAllocator>
 
     struct PageAllocator {
         var next: UInt64
@@ -64,7 +63,7 @@ public final class GuestMemory: @unchecked Sendable {
         let p = mmap(nil, Int(ramSize), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         precondition(p != MAP_FAILED, "cannot map guest RAM")
         self.base = p!
-        self.allocator = Mutex(PageAllocator(next: firstAllocatable, limit: ramSize))
+        self.allocator = Locked(PageAllocator(next: firstAllocatable, limit: ramSize))
     }
 
     deinit { munmap(base, Int(ramSize)) }

@@ -1,9 +1,8 @@
-import Synchronization
 
 /// The MM service behind protocol 4: dispatch by HeaderGuid to the variable protocol or
 /// the boot events, over one store (COCONUT's `core_request_dispatch` over `STORE`).
 public final class VariableService: UefiMmRequestHandler {
-    private let state: Mutex<VariableStore>
+    private let state: Locked<VariableStore>
     private let variables: MmVariableHandler
     private let policies = MmPolicyHandler()
 
@@ -14,11 +13,11 @@ public final class VariableService: UefiMmRequestHandler {
     private let group = GroupCommit()
     /// Appended but not yet synced requests, oldest first, with what each changed: what a
     /// failed fdatasync rolls back. Touched only with `state` held.
-    private let pending = Mutex<(entries: [(ticket: UInt64, changes: VariableStore.ChangeSet)], syncedLogEnd: Int)>(([], 0))
+    private let pending = Locked<(entries: [(ticket: UInt64, changes: VariableStore.ChangeSet)], syncedLogEnd: Int)>(([], 0))
 
     public init(store: VariableStore = VariableStore(), persistence: (any PersistentBacking)? = nil) {
         self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
-        self.state = Mutex(store)
+        self.state = Locked(store)
         self.persistence = persistence
         self.journal = persistence as? NativeStoreFile
         if let j = journal { pending.withLock { $0.syncedLogEnd = j.logEnd } }

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// Faults a prototyping engineer can inject into the call path, each with a probability.
 /// Off by default.
@@ -44,8 +43,8 @@ public struct FaultPlan: Sendable, Equatable {
 /// Draws the fault decisions from a seeded generator, so a failing run can be replayed.
 final class FaultInjector: Sendable {
     let plan: FaultPlan
-    private let state: Mutex<UInt64>
-    init(_ plan: FaultPlan) { self.plan = plan; self.state = Mutex(plan.seed | 1) }
+    private let state: Locked<UInt64>
+    init(_ plan: FaultPlan) { self.plan = plan; self.state = Locked(plan.seed | 1) }
 
     func fires(_ p: Double) -> Bool {
         guard p > 0 else { return false }

@@ -1,4 +1,3 @@
-import Synchronization
 
 /// What protocol 4 hands the MM request to: COCONUT's `core_request_dispatch` over the
 /// variable store. The message is a private copy; the answer replaces it in place.
@@ -33,17 +32,17 @@ public final class Svsm: Sendable {
     public let access: SvsmGuestAccess
     let mmHandler: any UefiMmRequestHandler
     /// `PERCPU_VMSAS`, keyed by APIC ID.
-    let registry: Mutex<[UInt32: VcpuBinding]>
+    let registry: Locked<[UInt32: VcpuBinding]>
     /// The pages the registry protects, rebuilt whenever it changes (core calls only), so
     /// that checking a request does not walk every vCPU.
-    let protection = Mutex(ProtectedPages([]))
+    let protection = Locked(ProtectedPages([]))
     let sevFeatures: UInt64
 
     public init(memory: GuestMemory, mmHandler: any UefiMmRequestHandler, configuration: Configuration = Configuration(), sevFeatures: UInt64 = 1) {
         self.configuration = configuration
         self.access = SvsmGuestAccess(memory: memory)
         self.mmHandler = mmHandler
-        self.registry = Mutex([:])
+        self.registry = Locked([:])
         self.sevFeatures = sevFeatures
     }
 

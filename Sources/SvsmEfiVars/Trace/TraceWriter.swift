@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// `--trace <file>`: one JSON object per SVSM call, one per line (JSON Lines).
 ///
@@ -9,7 +8,7 @@ import Synchronization
 /// `attempts`, and for protocol 4 `mm_function` and `efi_status` (names).
 public final class TraceWriter: SvsmCallObserver {
     private let handle: FileHandle
-    private let buffer = Mutex([UInt8]())
+    private let buffer = Locked([UInt8]())
     private let flushThreshold = 64 * 1024
 
     public init(path: String) throws {
@@ -71,7 +70,7 @@ public final class CallStatistics: SvsmCallObserver {
         public var efiErrors = 0
         public var vcpusUsed = Set<UInt32>()
     }
-    private let state = Mutex(Snapshot())
+    private let state = Locked(Snapshot())
     public init() {}
     public func svsmCallCompleted(_ r: SvsmCallRecord) {
         state.withLock { s in
