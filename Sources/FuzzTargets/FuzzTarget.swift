@@ -1,3 +1,5 @@
+import SvsmEfiVars
+
 /// The fuzz targets of issue #10, one per layer that reads bytes it does not control.
 /// Each `run` checks properties beyond "does not crash"; a violation stops the process.
 public enum FuzzTarget: String, CaseIterable, Sendable {
@@ -13,8 +15,16 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// (e) The authenticated-variable parser: EFI_VARIABLE_AUTHENTICATION_2 + PKCS#7.
     case authVariable = "auth-variable"
 
-    /// Runs one input. Safe to call many times in one process (libFuzzer does).
+    /// Runs one input. Safe to call many times in one process (libFuzzer does), and from
+    /// several threads (the test runner does): the targets keep state between inputs (a
+    /// booted machine, a shadow of guest RAM), so one input runs at a time.
     public func run(_ data: [UInt8]) {
+        FuzzTarget.serial.withLock { _ in runAlone(data) }
+    }
+
+    private static let serial = Locked(())
+
+    private func runAlone(_ data: [UInt8]) {
         switch self {
         case .svsmProtocol: SvsmProtocolTarget.shared.run(data)
         case .mmPayload: MmPayloadTarget.shared.run(data)

@@ -107,9 +107,12 @@ public final class Efivarfs: @unchecked Sendable {
 
     public func getattr(_ ino: UInt64) throws(Errno) -> NodeAttributes {
         if ino == Efivarfs.rootIno { return rootAttributes }
-        return try node(ino).attributes
+        let n = try node(ino)
+        return table.withLock { _ in n.attributes }
     }
 
+    /// The node for `ino`. Its mutable fields are read and written with the table lock
+    /// held (found by ThreadSanitizer: getattr raced a write's size update).
     private func node(_ ino: UInt64) throws(Errno) -> EfivarfsNode {
         guard let n = table.withLock({ $0.byIno[ino] }) else { throw .noSuchFile }
         return n
@@ -260,8 +263,11 @@ public final class Efivarfs: @unchecked Sendable {
     public func unlink(_ name: [UInt8]) throws(Errno) {
         guard EfivarfsName.isValid(name) else { throw .noSuchFile }
         let k = EfivarfsName.lookupKey(name)
-        guard let n = table.withLock({ $0.byName[k] }) else { throw .noSuchFile }
-        if n.immutable { throw .notPermitted }
+        let n = try table.withLock { (t: inout Table) throws(Errno) -> EfivarfsNode in
+            guard let n = t.byName[k] else { throw .noSuchFile }
+            if n.immutable { throw .notPermitted }
+            return n
+        }
         let status = efivarsLock.withLock { _ in driver.onCpu { $0.setVariable(n.key, attributes: 0, data: []) } }
         guard status == .success || status == .notFound else { throw .invalidArgument }
         table.withLock { t in
@@ -306,7 +312,8 @@ public final class Efivarfs: @unchecked Sendable {
 
     public func getFlags(_ ino: UInt64) throws(Errno) -> UInt32 {
         guard ino != Efivarfs.rootIno else { throw .noTTY }
-        return try node(ino).immutable ? Efivarfs.immutableFlag : 0
+        let n = try node(ino)
+        return table.withLock { _ in n.immutable } ? Efivarfs.immutableFlag : 0
     }
 
     /// FS_IOC_SETFLAGS through `vfs_fileattr_set`: owner or CAP_FOWNER, then
