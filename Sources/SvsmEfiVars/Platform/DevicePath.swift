@@ -29,6 +29,8 @@ enum DevicePath {
     /// PIWG firmware volume / firmware file (MEDIA subtypes 7 and 6).
     static func fv(_ guid: String) -> [UInt8] { node(0x04, 0x07, EfiGuid(guid)!.bytes) }
     static func fvFile(_ guid: String) -> [UInt8] { node(0x04, 0x06, EfiGuid(guid)!.bytes) }
+    /// MEDIA_FILEPATH_DP: a NUL-terminated UCS-2 path.
+    static func filePath(_ path: String) -> [UInt8] { node(0x04, 0x04, Ucs2.nulTerminatedBytes(Ucs2.units(path))) }
 
     /// EFI_LOAD_OPTION: Attributes, FilePathListLength, Description (CHAR16, NUL), path, data.
     static func loadOption(attributes: UInt32, description: String, path: [UInt8], optionalData: [UInt8] = []) -> [UInt8] {

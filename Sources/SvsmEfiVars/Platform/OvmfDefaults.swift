@@ -65,6 +65,10 @@ public enum OvmfDefaults {
             e("ConInDev", g, .bsRt, conIn),
             e("ConOutDev", g, .bsRt, console),
             e("ErrOutDev", g, .bsRt, console),
+            // BdsEntry's default platform-recovery option (the removable-media path).
+            e("PlatformRecovery0000", g, .bsRt,
+              DevicePath.loadOption(attributes: loadOptionActive, description: "Default PlatformRecovery",
+                                    path: DevicePath.filePath("\\EFI\\BOOT\\BOOTX64.EFI") + DevicePath.end)),
             // Vendor GUIDs.
             e("MTC", .mtcVendor, .nvBsRt, [0x01, 0x00, 0x00, 0x00]),
             e("VarErrorFlag", .varErrorFlag, .nvBsRt, [0xFF]),

@@ -12,12 +12,15 @@ import Darwin
 /// from these (issue #10). `pthread_mutex_lock` is intercepted, so the sanitizer checks the
 /// real locking.
 public final class Locked<Value>: @unchecked Sendable {
-    private var value: Value
+    // The mutex comes first: a zero-sized `value` (Locked<Void>) would otherwise share its
+    // address with the next field, and ThreadSanitizer would report the inout access to
+    // `value` as racing with reads of `mutex`.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    private var value: Value
 
     public init(_ value: Value) {
-        self.value = value
         mutex = .allocate(capacity: 1)
+        self.value = value
         pthread_mutex_init(mutex, nil)
     }
 

@@ -206,7 +206,8 @@ extension VariableStore {
     }
 
     /// AuthVariableLibInitialize: SetupMode, SignatureSupport, SecureBootEnable,
-    /// SecureBoot, CustomMode, certdb, VendorKeysNv, VendorKeys (uefi-variables.md §5.3).
+    /// SecureBoot, CustomMode, certdb, certdbv, VendorKeysNv, VendorKeys (uefi-variables.md §5.3;
+    /// certdbv seen in a QEMU/OVMF boot's dmpstore).
     public mutating func initializeAuthVariables() {
         let setup: UInt8 = find(VariableStore.pk) == nil ? 1 : 0
         firmwareWrite(VariableStore.setupModeKey, attributes: .bsRt, data: [setup])
@@ -224,6 +225,10 @@ extension VariableStore {
         firmwareWrite(VariableStore.customModeKey, attributes: .nvBs, data: [0])
         if find(VariableStore.certDbKey) == nil {
             putRecord(VariableStore.certDbKey, StoredVariable(attributes: [.nvBsRt, .timeBasedAuthenticatedWriteAccess], data: [4, 0, 0, 0], timestamp: .zero))
+        }
+        // The volatile certificate database, created empty at every initialisation.
+        if find(VariableStore.certDbVolatileKey) == nil {
+            putRecord(VariableStore.certDbVolatileKey, StoredVariable(attributes: [.bsRt, .timeBasedAuthenticatedWriteAccess], data: [4, 0, 0, 0], timestamp: .zero))
         }
         if find(VariableStore.vendorKeysNvKey) == nil {
             putRecord(VariableStore.vendorKeysNvKey, StoredVariable(attributes: [.nvBs, .timeBasedAuthenticatedWriteAccess], data: [1], timestamp: .zero))
