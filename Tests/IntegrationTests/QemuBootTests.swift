@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SvsmEfiVars
 
 /// Issue #7 with the real firmware: OVMF (Debian's OVMF_CODE_4M.fd) in QEMU boots the same
 /// OVMF_VARS.fd the bridge serves with --from-fd, and its UEFI shell's `dmpstore -all`
@@ -121,11 +122,8 @@ struct QemuBootTests {
             #expect(second[name] == first[name], "\(name) changed across the round trip")
         }
         // The monotonic counter's high word, read from our file and counted up once per boot.
-        func mtc(_ d: [String: DumpedVariable]) -> UInt32? { d["MTC"].map { $0.data.loadLE(UInt32.self) } }
+        func mtc(_ d: [String: DumpedVariable]) -> UInt32? { d["MTC"].flatMap { $0.data.count >= 4 ? $0.data.loadLE(UInt32.self, at: 0) : nil } }
         #expect(mtc(second) == mtc(first).map { $0 + 1 })
     }
 }
 
-extension Array where Element == UInt8 {
-    func loadLE(_: UInt32.Type) -> UInt32 { count >= 4 ? UInt32(self[0]) | UInt32(self[1]) << 8 | UInt32(self[2]) << 16 | UInt32(self[3]) << 24 : 0 }
-}

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import SvsmEfiVars
 
 /// Parses a --trace file (JSON Lines).
 func readTrace(_ path: String) throws -> [[String: Any]] {
@@ -48,8 +49,9 @@ struct SvsmPlatformMountTests {
         #expect(count("GET_NEXT_VARIABLE_NAME") == listed + 1)
         // The firmware's boot-time writes plus ours.
         let sets = mm.filter { $0["mm_function"] as? String == "SET_VARIABLE" }
-        #expect(sets.filter { ($0["caa"] as? String) == "0xa000" }.count == 23)
-        #expect(sets.count == 24)
+        // The firmware writes each of OVMF's defaults once, through the secrets-page CAA.
+        #expect(sets.filter { ($0["caa"] as? String) == "0xa000" }.count == OvmfDefaults.entries.count)
+        #expect(sets.count == OvmfDefaults.entries.count + 1)
         #expect(mm.filter { $0["efi_status"] as? String == "EFI_NOT_FOUND" }.count >= 1)
         #expect(records.contains { $0["call"] as? String == "SVSM_CORE_REMAP_CA" })
         #expect(records.filter { $0["call"] as? String == "SVSM_CORE_CREATE_VCPU" }.count == 6)  // 3 APs, firmware and OS
