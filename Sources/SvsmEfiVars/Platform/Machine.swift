@@ -68,7 +68,9 @@ public final class Machine: Sendable {
         var firstBoot = true
         if let live = config.liveFile {
             do {
-                let (f, saved) = try WholeFileBacking.open(path: live.path, format: live.format, note: config.lockNote)
+                let (f, saved): (any PersistentBacking, [ExportedVariable]) = live.format == .fd
+                    ? try FirmwareVolumeBacking.open(path: live.path, note: config.lockNote)
+                    : try WholeFileBacking.open(path: live.path, format: live.format, note: config.lockNote)
                 store.restore(saved)
                 file = f
                 firstBoot = saved.isEmpty

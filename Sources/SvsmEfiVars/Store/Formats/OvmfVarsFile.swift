@@ -39,14 +39,31 @@ public enum OvmfVarsFile {
         return Layout(storeHeader: h, firstRecord: (h + 28 + 3) & ~3, end: h + size)
     }
 
-    /// The live variables, in record order (edk2 `FindVariableEx` liveness).
-    public static func read(_ b: [UInt8], path: String) throws(VariableFileError) -> [ExportedVariable] {
+    /// One record of the store as found: where it is, its State, its size on flash
+    /// (aligned), and — for the states that can be live — what it holds.
+    struct Record {
+        let offset: Int
+        let state: UInt8
+        let size: Int
+        let variable: ExportedVariable?
+    }
+
+    static let stateHeaderValidOnly: UInt8 = 0x7F
+    /// What edk2 ANDs into State to delete a record (VAR_DELETED).
+    static let deletedMask: UInt8 = 0xFD
+    /// What edk2 ANDs into State while the record's replacement is written (VAR_IN_DELETED_TRANSITION).
+    static let inDeletedTransitionMask: UInt8 = 0xFE
+
+    /// Every record up to the end of the used area (the first slot without StartId), and
+    /// that end. A header-only record (State 0x7f: its writer was cut off) whose sizes do
+    /// not fit ends the scan instead of failing it: edk2 ignores such a record, and this is
+    /// what a crash in the middle of an append leaves.
+    static func scan(_ b: [UInt8], path: String) throws(VariableFileError) -> (layout: Layout, records: [Record], end: Int) {
         let l = try layout(b, path: path)
         func fail(_ at: Int, _ why: String) -> VariableFileError {
             VariableFileError(path: path, location: "record at offset 0x\(String(at, radix: 16))", reason: why)
         }
-        var added: [(Int, VariableKey, StoredVariable)] = []
-        var transition: [(Int, VariableKey, StoredVariable)] = []
+        var records: [Record] = []
         var i = l.firstRecord
         while i + headerSize <= l.end, b.loadLE(UInt16.self, at: i) == startId {
             let state = b[i + 2]
@@ -55,8 +72,10 @@ public enum OvmfVarsFile {
             let dataSize = Int(b.loadLE(UInt32.self, at: i + 40))
             let total = headerSize + nameSize + dataSize
             guard nameSize <= l.end, dataSize <= l.end, i + total <= l.end else {
+                if state == stateHeaderValidOnly { break }
                 throw fail(i, "NameSize \(nameSize) + DataSize \(dataSize) run past the end of the store")
             }
+            var variable: ExportedVariable?
             if state == stateAdded || state == stateInDeletedTransition {
                 let nameStart = i + headerSize
                 guard nameSize >= 2, nameSize % 2 == 0, b[nameStart + nameSize - 2] == 0, b[nameStart + nameSize - 1] == 0,
@@ -67,21 +86,53 @@ public enum OvmfVarsFile {
                 guard attrs.contains(.nonVolatile) else { throw fail(i, "a volatile variable in a non-volatile store") }
                 let time = EfiTime(bytes: Array(b[(i + 16)..<(i + 32)]))
                 let key = VariableKey(guid: EfiGuid(bytes: b, at: i + 44), name: name)
-                let value = StoredVariable(attributes: attrs.subtracting(.appendWrite),
-                                           data: Array(b[(nameStart + nameSize)..<(nameStart + nameSize + dataSize)]),
-                                           timestamp: attrs.contains(.timeBasedAuthenticatedWriteAccess) ? time : (time == .zero ? nil : time))
-                if state == stateAdded {
-                    if added.contains(where: { $0.1 == key }) { throw fail(i, "duplicate variable \(key)") }
-                    added.append((i, key, value))
-                } else {
-                    transition.append((i, key, value))
-                }
+                variable = ExportedVariable(key, StoredVariable(attributes: attrs.subtracting(.appendWrite),
+                                                                data: Array(b[(nameStart + nameSize)..<(nameStart + nameSize + dataSize)]),
+                                                                timestamp: attrs.contains(.timeBasedAuthenticatedWriteAccess) ? time : (time == .zero ? nil : time)))
             }
-            i += (total + 3) & ~3
+            let size = (total + 3) & ~3
+            records.append(Record(offset: i, state: state, size: size, variable: variable))
+            i += size
         }
-        // A record in transition counts only if no added twin exists (edk2).
-        let lone = transition.filter { t in !added.contains { $0.1 == t.1 } }
-        return (added + lone).sorted { $0.0 < $1.0 }.map { ExportedVariable($0.1, $0.2) }
+        return (l, records, min(i, l.end))
+    }
+
+    /// The live records, in record order (edk2 `FindVariableEx` liveness: State 0x3f, or
+    /// 0x3e when no 0x3f twin exists).
+    static func liveRecords(_ records: [Record], path: String) throws(VariableFileError) -> [Record] {
+        var added: [VariableKey: Int] = [:]
+        for r in records where r.state == stateAdded {
+            let key = r.variable!.key
+            if added[key] != nil {
+                throw VariableFileError(path: path, location: "record at offset 0x\(String(r.offset, radix: 16))", reason: "duplicate variable \(key)")
+            }
+            added[key] = r.offset
+        }
+        return records.filter { r in
+            r.state == stateAdded || (r.state == stateInDeletedTransition && added[r.variable!.key] == nil)
+        }
+    }
+
+    /// The live variables, in record order.
+    public static func read(_ b: [UInt8], path: String) throws(VariableFileError) -> [ExportedVariable] {
+        let (_, records, _) = try scan(b, path: path)
+        return try liveRecords(records, path: path).map { $0.variable! }
+    }
+
+    /// A record as edk2 writes it (authenticated header, name, data, 0xff padding to 4).
+    static func record(_ v: ExportedVariable, state: UInt8) -> [UInt8] {
+        let name = Ucs2.nulTerminatedBytes(v.key.name)
+        var r = [UInt8](repeating: 0, count: headerSize)
+        r.storeLE(startId, at: 0)
+        r[2] = state
+        r.storeLE(v.value.attributes.rawValue, at: 4)
+        if let t = v.value.timestamp { r.replace(at: 16, with: t.bytes) }
+        r.storeLE(UInt32(name.count), at: 36)
+        r.storeLE(UInt32(v.value.data.count), at: 40)
+        r.store(v.key.guid, at: 44)
+        r += name + v.value.data
+        while r.count % 4 != 0 { r.append(0xFF) }
+        return r
     }
 
     /// Rewrites the store of `template` with `variables` (virt-firmware's writer rules):
@@ -93,17 +144,7 @@ public enum OvmfVarsFile {
         var out = template
         var i = l.firstRecord
         for v in variables.sorted(by: { Ucs2.string($0.key.name) < Ucs2.string($1.key.name) }) {
-            let name = Ucs2.nulTerminatedBytes(v.key.name)
-            var r = [UInt8](repeating: 0, count: headerSize)
-            r.storeLE(startId, at: 0)
-            r[2] = stateAdded
-            r.storeLE(v.value.attributes.rawValue, at: 4)
-            if let t = v.value.timestamp { r.replace(at: 16, with: t.bytes) }
-            r.storeLE(UInt32(name.count), at: 36)
-            r.storeLE(UInt32(v.value.data.count), at: 40)
-            r.store(v.key.guid, at: 44)
-            r += name + v.value.data
-            while r.count % 4 != 0 { r.append(0xFF) }
+            let r = record(v, state: stateAdded)
             guard i + r.count <= l.end else {
                 let needed = variables.reduce(0) { $0 + StoreLimits.recordSize(nameSize: $1.key.nameSize, dataSize: $1.value.data.count) }
                 throw VariableFileError(path: path, location: "variable store", reason: "the variables need \(needed) bytes; the volume's store holds \(l.end - l.firstRecord)")

@@ -26,15 +26,12 @@ extension NativeStoreFile: PersistentBacking {
     public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws { try compact(all) }
 }
 
-/// A VM's own variable file served live (`--from-fd`, `--from-json`): the whole file is
-/// rewritten after every non-volatile change, as QEMU does for its JSON store — written to
-/// a temporary file, fsync'd, renamed over the original, directory fsync'd — so the file is
-/// always either the old or the new version. An fd keeps its size and everything outside
-/// the variable store (the firmware volume header, the FTW areas) byte for byte.
-///
-/// Unlike edk2 this does not append records in place and flip their State bits: the file is
-/// replaced, which a process holding it open (a running QEMU) does not see until it reopens
-/// it. A lock file `<file>.lock` keeps a second bridge away.
+/// A VM's QEMU uefi-vars JSON file served live (`--from-json`): the whole file is
+/// rewritten after every non-volatile change, as QEMU does — written to a temporary file,
+/// fsync'd, renamed over the original, directory fsync'd — so the file is always either the
+/// old or the new version. (It can rewrite an fd the same way, keeping the volume's size
+/// and every byte outside the store; `--from-fd` uses `FirmwareVolumeBacking`, which writes
+/// in place as edk2 does.) A lock file `<file>.lock` keeps a second bridge away.
 public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
     public let path: String
     public let format: VariableFileFormat

@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Foundation
+
+/// An OVMF_VARS.fd served live (`--from-fd`), written in place the way edk2's variable
+/// driver writes its flash (MdeModulePkg Variable.c `UpdateVariable`), so the file keeps
+/// its identity and size and stays in edk2's format after every change:
+///
+/// 1. the record being replaced gets State &= VAR_IN_DELETED_TRANSITION (0x3f → 0x3e), and
+///    the new record is appended after the last one with State VAR_HEADER_VALID_ONLY (0x7f);
+///    fdatasync;
+/// 2. the new record's State becomes VAR_ADDED (0x3f) — and a deleted variable's record gets
+///    State &= VAR_DELETED; fdatasync. This is the point of acknowledgement;
+/// 3. the replaced record gets State &= VAR_DELETED (0x3c), written without a sync of its
+///    own (the next change's first fdatasync, or none, is fine: see below).
+///
+/// Crash argument, with edk2's reading rules (0x3f live; 0x3e live only without a 0x3f
+/// twin; 0x7f and deleted states ignored; a header-only record cut short ends the scan):
+/// before step 2 is durable the old record reads as live (0x3f or 0x3e without a twin) and
+/// the new one is ignored; after it, the new record is live and the old one is either 0x3e
+/// with a 0x3f twin or deleted — so a reader sees the old value or the new one, never a mix.
+///
+/// When the appended records would not fit, the store is reclaimed as edk2 reclaims it:
+/// rewritten with only the live records — here written to a temporary file, fsync'd and
+/// renamed over the original (edk2 uses its fault-tolerant-write spare block instead), so
+/// a crash leaves either the old volume or the reclaimed one.
+public final class FirmwareVolumeBacking: PersistentBacking, @unchecked Sendable {
+    public let path: String
+    private let lock: StoreLock
+    private var fd: Int32 = -1
+    /// The file's bytes as they are on disk.
+    private var image: [UInt8] = []
+    private var storeEnd = 0
+    /// The first free byte of the store: where the next record goes.
+    private var end = 0
+    /// Where each live variable's record is, and its State.
+    private var live: [VariableKey: (offset: Int, state: UInt8)] = [:]
+    /// Reclaims done (for tests).
+    public private(set) var reclaims = 0
+
+    /// Opens and locks `path`, and returns its variables in record order.
+    public static func open(path: String, note: String = "") throws -> (FirmwareVolumeBacking, [ExportedVariable]) {
+        let lock = try StoreLock.acquire(lockPath: path + ".lock", store: path, note: note)
+        let backing = FirmwareVolumeBacking(path: path, lock: lock)
+        let vars = try backing.load()
+        return (backing, vars)
+    }
+
+    private init(path: String, lock: StoreLock) {
+        self.path = path
+        self.lock = lock
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// (Re)reads the file: the image, the live records and the end of the used area.
+    @discardableResult
+    private func load() throws -> [ExportedVariable] {
+        guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
+            throw VariableFileError(path: path, location: "file", reason: "cannot read it")
+        }
+        let (layout, records, used) = try OvmfVarsFile.scan(bytes, path: path)
+        let liveRecords = try OvmfVarsFile.liveRecords(records, path: path)
+        if fd >= 0 { close(fd) }
+        fd = Glibc.open(path, O_RDWR | O_CLOEXEC)
+        guard fd >= 0 else { throw VariableFileError(path: path, location: "file", reason: String(cString: strerror(errno))) }
+        image = bytes
+        storeEnd = layout.end
+        end = used
+        live = [:]
+        for r in liveRecords { live[r.variable!.key] = (r.offset, r.state) }
+        return liveRecords.map { $0.variable! }
+    }
+
+    private func space(for changes: [(VariableKey, StoredVariable?)]) -> Int {
+        changes.reduce(0) { total, change in
+            guard let v = change.1 else { return total }
+            return total + StoreLimits.recordSize(nameSize: change.0.nameSize, dataSize: v.data.count)
+        }
+    }
+
+    public func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool {
+        !changes.isEmpty && end + space(for: changes) > storeEnd
+    }
+
+    public func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws {
+        guard !changes.isEmpty else { return }
+        if let all { try reclaim(all); return }
+        do {
+            try appendInPlace(changes)
+        } catch {
+            // The file reads as before the change (see the crash argument); start again
+            // from what is on disk.
+            _ = try? load()
+            throw error
+        }
+    }
+
+    /// Power-on: only what differs from the file is written (usually nothing), so a VM's
+    /// file is left untouched by a mount that changes nothing.
+    public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws {
+        let current = Dictionary(uniqueKeysWithValues: try load().map { ($0.key, $0.value) })
+        let wanted = Set(all.map(\.0))
+        var changes: [(VariableKey, StoredVariable?)] = all.compactMap { k, v in current[k] == v ? nil : (k, v) }
+        changes += current.keys.filter { !wanted.contains($0) }.map { ($0, nil) }
+        try commit(changes, all: wantsWholeStore(with: changes) ? all : nil)
+    }
+
+    private func appendInPlace(_ changes: [(VariableKey, StoredVariable?)]) throws {
+        // 1. Old copies in transition; new records appended, header valid only.
+        var appended: [(offset: Int, key: VariableKey)] = []
+        var position = end
+        for (key, value) in changes {
+            guard let value else { continue }
+            if let old = live[key] { try setState(old.offset, old.state & OvmfVarsFile.inDeletedTransitionMask) }
+            let record = OvmfVarsFile.record(ExportedVariable(key, value), state: OvmfVarsFile.stateHeaderValidOnly)
+            try write(record, at: position)
+            appended.append((position, key))
+            position += record.count
+        }
+        end = position
+        try sync()
+        // 2. The new records live, deleted variables deleted: the acknowledgement.
+        for a in appended { try setState(a.offset, OvmfVarsFile.stateAdded) }
+        for (key, value) in changes where value == nil {
+            if let old = live[key] { try setState(old.offset, old.state & OvmfVarsFile.deletedMask) }
+        }
+        do { try sync() } catch {
+            // Unknown what reached the disk: withdraw the new records so that the old
+            // copies (0x3e without a twin) read as live again.
+            for a in appended { try? setState(a.offset, OvmfVarsFile.stateAdded & OvmfVarsFile.deletedMask) }
+            _ = fdatasync(fd)
+            throw error
+        }
+        // 3. The replaced copies deleted.
+        var replaced: [VariableKey: (offset: Int, state: UInt8)] = [:]
+        for (key, value) in changes where value != nil {
+            if let old = live[key] { replaced[key] = old }
+        }
+        for old in replaced.values {
+            try setState(old.offset, old.state & OvmfVarsFile.inDeletedTransitionMask & OvmfVarsFile.deletedMask)
+        }
+        for (key, value) in changes where value == nil { live[key] = nil }
+        for a in appended { live[a.key] = (a.offset, OvmfVarsFile.stateAdded) }
+    }
+
+    /// edk2's Reclaim: the volume rewritten with the live variables only, then swapped in.
+    private func reclaim(_ all: [(VariableKey, StoredVariable)]) throws {
+        let bytes = try OvmfVarsFile.write(all.map { ExportedVariable($0.0, $0.1) }, template: image, path: path)
+        try AtomicFile.replace(path, with: bytes)
+        try load()
+        reclaims += 1
+    }
+
+    private func write(_ bytes: [UInt8], at offset: Int) throws {
+        let n = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, bytes.count, off_t(offset)) }
+        guard n == bytes.count else { throw ioError("write at offset 0x\(String(offset, radix: 16))") }
+        image.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+    }
+
+    private func setState(_ recordOffset: Int, _ state: UInt8) throws { try write([state], at: recordOffset + 2) }
+
+    private func sync() throws { guard fdatasync(fd) == 0 else { throw ioError("fdatasync") } }
+
+    private func ioError(_ what: String) -> VariableFileError {
+        VariableFileError(path: path, location: "file", reason: "\(what): \(String(cString: strerror(errno)))")
+    }
+
+    /// The bytes on disk (for tests).
+    public var fileImage: [UInt8] { image }
+}
