@@ -69,6 +69,13 @@ struct PersistenceTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/store/checkpoint")) == before)
     }
 
+    @Test("crash harness on --from-fd: in-place edk2 writes and reclaims keep every acknowledged write (20 rounds)")
+    func crashHarnessFd() {
+        let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 20 fd")
+        #expect(r.status == 0, "\(r.out)\n\(r.err)")
+        #expect(r.out.contains("20 passed, 0 failed"))
+    }
+
     @Test("crash harness: SIGKILL at random moments, every acknowledged write survives (20 rounds)")
     func crashHarness() {
         let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 20")

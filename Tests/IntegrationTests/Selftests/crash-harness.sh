@@ -5,10 +5,13 @@
 # value of a later write that was attempted but not acknowledged (the bridge may die after
 # making a write durable and before answering it), never an older one, and the store must
 # open.
-# Usage: crash-harness.sh <efivarfs-bridge binary> <rounds>
+# Usage: crash-harness.sh <efivarfs-bridge binary> <rounds> [native|fd]
+# "fd" serves a copy of Debian's OVMF_VARS_4M.fd with --from-fd (in-place edk2 writes and
+# reclaims) instead of the native store.
 set -u
 bin=$1
 rounds=${2:-20}
+kind=${3:-native}
 names=64
 work=$(mktemp -d)
 mnt=$work/mnt
@@ -17,6 +20,12 @@ acked=$work/acked          # "<name> <value>" per acknowledged write
 attempts=$work/attempts    # every value about to be written, appended before the write
 mkdir -p "$mnt"
 : > "$acked"
+if [ "$kind" = fd ]; then
+	cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/OVMF_VARS.fd"
+	storeargs=(--from-fd "$work/OVMF_VARS.fd")
+else
+	storeargs=(--store "$store")
+fi
 # LINUX_EFI_CRASH_GUID: every name under it is removable (not immutable), so it can be rewritten.
 guid=cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0
 failures=0
@@ -28,7 +37,7 @@ trap cleanup EXIT
 for round in $(seq 1 "$rounds"); do
 	: > "$acked"
 	: > "$attempts"
-	"$bin" mount --foreground --store "$store" "$mnt" 2>>"$work/bridge.err" &
+	"$bin" mount --foreground "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
 	for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
 	# The writer: Crash0..Crash63 rewritten in turn; a write is recorded only after it returned.
@@ -48,7 +57,7 @@ for round in $(seq 1 "$rounds"); do
 	fusermount3 -u -z "$mnt" 2>/dev/null
 	i=$((i + 100000))
 	# Restart and check the last acknowledged value of every variable.
-	"$bin" mount --store "$store" "$mnt" 2>>"$work/bridge.err" || { echo "round $round: the store did not open: $(tail -n 1 "$work/bridge.err")"; failures=$((failures + 1)); continue; }
+	"$bin" mount "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" || { echo "round $round: the store did not open: $(tail -n 1 "$work/bridge.err")"; failures=$((failures + 1)); continue; }
 	declare -A last=()
 	while read -r n v; do last[$n]=$v; done < "$acked"
 	# The latest attempt; a line cut short by the kill can only read smaller, so max() is safe.
