@@ -40,3 +40,31 @@ struct OvmfVarsFileTests {
         }
     }
 }
+
+@Suite("QEMU JSON fields")
+struct QemuVarsJsonTests {
+    static func json(time: String? = nil, data: String = "00") -> [UInt8] {
+        let t = time.map { #","time":"\#($0)""# } ?? ""
+        return Array(#"{"version":2,"variables":[{"guid":"210be57c-9849-4fc7-a635-e6382d1aec27","name":"A","attr":39,"data":"\#(data)"\#(t)}]}"#.utf8)
+    }
+
+    @Test("hex fields take hex digits only: separators inside time or data are refused, not a crash (fuzz regression)", arguments: [
+        ("time", json(time: "000000000000000000    0000000000")),
+        ("time", json(time: "00000000000000000000000000000000:")),
+        ("time", json(time: "0000")),
+        ("data", json(data: "00:11")),
+        ("data", json(data: "00\\t11")),
+        ("data", json(data: "0")),
+    ])
+    func strictHex(_ field: String, _ file: [UInt8]) {
+        do { _ = try QemuVarsJson.read(file, path: "v.json"); Issue.record("accepted") } catch {
+            #expect(error.location == "variables[0].\(field)")
+        }
+    }
+
+    @Test("a well-formed time is kept")
+    func goodTime() throws {
+        let vars = try QemuVarsJson.read(Self.json(time: "e907030a02351e000000000000000000"), path: "v.json")
+        #expect(vars.first?.value.timestamp?.bytes.first == 0xe9)
+    }
+}

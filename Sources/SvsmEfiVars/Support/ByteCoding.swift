@@ -46,11 +46,17 @@ public enum Hex {
     }
 
     /// Parses hex, ignoring spaces, newlines and colons. Returns nil on odd length or a bad digit.
-    public static func decode(_ text: String) -> [UInt8]? {
+    public static func decode(_ text: String) -> [UInt8]? { decode(text, separators: true) }
+
+    /// Hex digits only, nothing between them: what file formats hold (a separator there
+    /// would make the length check of a fixed-size field meaningless).
+    public static func decodeStrict(_ text: String) -> [UInt8]? { decode(text, separators: false) }
+
+    static func decode(_ text: String, separators: Bool) -> [UInt8]? {
         var out = [UInt8]()
         var high: UInt8? = nil
         for c in text.utf8 {
-            if c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09 || c == 0x3a { continue }
+            if separators && (c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09 || c == 0x3a) { continue }
             guard let v = nibble(c) else { return nil }
             if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
         }

@@ -15,10 +15,12 @@ public enum QemuVarsJson {
             guard let g = v["guid"] as? String, let guid = EfiGuid(g) else { throw fail("\(at).guid", "not a GUID") }
             guard let name = v["name"] as? String, !name.isEmpty else { throw fail("\(at).name", "missing or empty") }
             guard let attr = v["attr"] as? Int, attr >= 0, attr <= Int(UInt32.max) else { throw fail("\(at).attr", "not an integer attribute set") }
-            guard let hex = v["data"] as? String, let data = Hex.decode(hex), !hex.contains(" ") else { throw fail("\(at).data", "not an even-length hex string") }
+            guard let hex = v["data"] as? String, let data = Hex.decodeStrict(hex) else { throw fail("\(at).data", "not an even-length hex string") }
             var time: EfiTime?
             if let t = v["time"] as? String {
-                guard t.count == 32, let tb = Hex.decode(t) else { throw fail("\(at).time", "not 32 hex digits") }
+                // Found by the variable-file fuzz target: spaces inside a 32-character
+                // field once passed this check and crashed on the 14 bytes they left.
+                guard let tb = Hex.decodeStrict(t), tb.count == 16 else { throw fail("\(at).time", "not 32 hex digits") }
                 time = EfiTime(bytes: tb)
             }
             let attrs = VariableAttributes(rawValue: UInt32(attr)).subtracting(.appendWrite)
