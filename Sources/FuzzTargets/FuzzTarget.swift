@@ -19,10 +19,10 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// several threads (the test runner does): the targets keep state between inputs (a
     /// booted machine, a shadow of guest RAM), so one input runs at a time.
     public func run(_ data: [UInt8]) {
-        FuzzTarget.serial.withLock { _ in runAlone(data) }
+        FuzzTarget.serial.withLock { runAlone(data) }
     }
 
-    private static let serial = Locked(())
+    private static let serial = Lock()
 
     private func runAlone(_ data: [UInt8]) {
         switch self {

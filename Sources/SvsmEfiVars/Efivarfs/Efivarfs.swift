@@ -31,7 +31,7 @@ public final class Efivarfs: @unchecked Sendable {
     private let table = Locked(Table())
     /// `efivars_lock` for the set-then-size sequences, so each is atomic with respect to
     /// other efivarfs writers.
-    private let efivarsLock = Locked(())
+    private let efivarsLock = Lock()
     private let rateLimiter = ReadRateLimiter()
 
     public init(driver: SvsmVariableDriver, options: Options = Options()) {
@@ -208,7 +208,7 @@ public final class Efivarfs: @unchecked Sendable {
         let n = try node(ino)
         let data = Array(buffer[4...])
         guard EfivarfsValidation.validate(n.key, data: data) else { throw .invalidArgument }
-        let newSize: Int? = try efivarsLock.withLock { (_: inout ()) throws(Errno) -> Int? in
+        let newSize: Int? = try efivarsLock.withLock { () throws(Errno) -> Int? in
             try driver.onCpu { (cpu: SvsmVariableDriver.Cpu) -> Result<Int?, Errno> in
                 if !data.isEmpty {
                     let s = checkVariableSize(cpu, attributes: raw, size: data.count + n.key.name.count * 2)
@@ -268,7 +268,7 @@ public final class Efivarfs: @unchecked Sendable {
             if n.immutable { throw .notPermitted }
             return n
         }
-        let status = efivarsLock.withLock { _ in driver.onCpu { $0.setVariable(n.key, attributes: 0, data: []) } }
+        let status = efivarsLock.withLock { driver.onCpu { $0.setVariable(n.key, attributes: 0, data: []) } }
         guard status == .success || status == .notFound else { throw .invalidArgument }
         table.withLock { t in
             if t.byName[k] === n { t.byName[k] = nil }

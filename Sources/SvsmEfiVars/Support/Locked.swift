@@ -12,9 +12,8 @@ import Darwin
 /// from these (issue #10). `pthread_mutex_lock` is intercepted, so the sanitizer checks the
 /// real locking.
 public final class Locked<Value>: @unchecked Sendable {
-    // The mutex comes first: a zero-sized `value` (Locked<Void>) would otherwise share its
-    // address with the next field, and ThreadSanitizer would report the inout access to
-    // `value` as racing with reads of `mutex`.
+    // For a lock without data use `Lock`: a zero-sized `value` here shares its address
+    // with other memory of the object, and ThreadSanitizer reports the inout access to it.
     private let mutex: UnsafeMutablePointer<pthread_mutex_t>
     private var value: Value
 
@@ -33,5 +32,28 @@ public final class Locked<Value>: @unchecked Sendable {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
         return try body(&value)
+    }
+}
+
+/// A critical section without data (the kernel's `efivars_lock`): a pthread mutex, like
+/// `Locked`, but with nothing behind it — `Locked<Void>`'s zero-sized value made
+/// ThreadSanitizer see its inout access as racing with the object's header.
+public final class Lock: @unchecked Sendable {
+    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+
+    public init() {
+        mutex = .allocate(capacity: 1)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    public func withLock<Result, E: Error>(_ body: () throws(E) -> Result) throws(E) -> Result {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        return try body()
     }
 }
