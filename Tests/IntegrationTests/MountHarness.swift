@@ -57,9 +57,16 @@ enum Bridge {
         return mounts.split(separator: "\n").contains { $0.split(separator: " ").dropFirst().first.map(String.init) == dir }
     }
 
+    /// Unmounts and waits until the daemon serving `dir` has exited (up to 20 s), so that
+    /// what it writes on the way out (the trace, the store's lock) is done before the test
+    /// goes on — slow under the sanitizers.
     static func unmount(_ dir: String) {
+        let daemons = Shell.run("pgrep -f -- 'efivarfs-bridge mount .*\(dir)$'").out.split(separator: "\n").compactMap { Int32($0) }
         if isMounted(dir) { Shell.run("fusermount3 -u '\(dir)' || umount -l '\(dir)'") }
         for _ in 0..<50 where isMounted(dir) { usleep(100_000) }
+        for pid in daemons {
+            for _ in 0..<200 where kill(pid, 0) == 0 { usleep(100_000) }
+        }
     }
 
     /// Mounts the bridge on a fresh temporary directory, runs `body`, and always unmounts.

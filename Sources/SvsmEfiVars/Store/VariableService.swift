@@ -23,6 +23,13 @@ public final class VariableService: UefiMmRequestHandler {
         if let j = journal { pending.withLock { $0.syncedLogEnd = j.logEnd } }
     }
 
+    /// At unmount: the store's files are closed and its lock released at once, so that the
+    /// next mount of the same store need not wait for this process to exit. A variable
+    /// change after this answers EFI_DEVICE_ERROR.
+    public func releaseStore() {
+        state.withLock { _ in persistence?.release() }
+    }
+
     /// fdatasync calls made for SetVariables, and the SetVariables they acknowledged.
     public var groupCommitStatistics: (syncs: Int, acknowledged: UInt64) { (group.syncs, group.acknowledged) }
 

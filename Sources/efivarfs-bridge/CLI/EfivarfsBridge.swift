@@ -208,6 +208,8 @@ struct MountCommand: ParsableCommand {
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }
+            // Let the next mount of this store in now, not when this process has exited.
+            machineInstance.service.releaseStore()
             unlink(control)
             logger.info("unmounted \(mountPoint)")
         } catch { tracer?.flush(); fail(error.description) }

@@ -54,6 +54,13 @@ public final class FirmwareVolumeBacking: PersistentBacking, @unchecked Sendable
 
     deinit { if fd >= 0 { close(fd) } }
 
+    /// At unmount: the file closed (later writes fail) and the lock released.
+    public func release() {
+        if fd >= 0 { close(fd) }
+        fd = -1
+        lock.release()
+    }
+
     /// (Re)reads the file: the image, the live records and the end of the used area.
     @discardableResult
     private func load() throws -> [ExportedVariable] {

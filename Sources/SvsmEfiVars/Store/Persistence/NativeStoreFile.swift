@@ -150,7 +150,14 @@ public final class NativeStoreFile: @unchecked Sendable {
         self.checkpointSize = checkpointSize
     }
 
-    deinit { close(logFd) }
+    deinit { if logFd >= 0 { close(logFd) } }
+
+    /// At unmount: the log closed (later appends fail) and the lock released.
+    public func release() {
+        if logFd >= 0 { close(logFd) }
+        logFd = -1
+        lock.release()
+    }
 
     // MARK: records
 

@@ -13,6 +13,8 @@ public protocol PersistentBacking: AnyObject, Sendable {
     func commit(_ changes: [(VariableKey, StoredVariable?)], all: [(VariableKey, StoredVariable)]?) throws
     /// Power-on: the store as the firmware left it (AuthVariableLib's variables added).
     func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws
+    /// Closes the files and releases the store's lock (at unmount); later writes fail.
+    func release()
 }
 
 extension NativeStoreFile: PersistentBacking {
@@ -63,7 +65,11 @@ public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
 
     public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws { try rewrite(all) }
 
+    private var released = false
+    public func release() { released = true; lock.release() }
+
     func rewrite(_ all: [(VariableKey, StoredVariable)]) throws {
+        guard !released else { throw VariableFileError(path: path, location: "file", reason: "the store is closed") }
         let vars = all.map { ExportedVariable($0.0, $0.1) }
         let bytes = format == .fd ? try OvmfVarsFile.write(vars, template: template, path: path) : QemuVarsJson.write(vars)
         try AtomicFile.replace(path, with: bytes)

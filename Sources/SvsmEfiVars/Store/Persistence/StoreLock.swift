@@ -8,7 +8,7 @@ import Foundation
 /// mount's control socket), so that a command meeting a locked store can say who holds it
 /// and ask that server instead.
 public final class StoreLock: @unchecked Sendable {
-    private let fd: Int32
+    private var fd: Int32
 
     /// Takes the lock at `lockPath` for the store named `store` (for messages).
     public static func acquire(lockPath: String, store: String, note: String) throws(NativeStoreFile.Failure) -> StoreLock {
@@ -28,5 +28,13 @@ public final class StoreLock: @unchecked Sendable {
     }
 
     private init(fd: Int32) { self.fd = fd }
-    deinit { flock(fd, LOCK_UN); close(fd) }
+    deinit { release() }
+
+    /// Lets the next owner in now, rather than when this object goes away.
+    public func release() {
+        guard fd >= 0 else { return }
+        flock(fd, LOCK_UN)
+        close(fd)
+        fd = -1
+    }
 }
