@@ -116,4 +116,25 @@ struct FirmwareVolumeBackingTests {
         #expect(live.count == 2 && live.allSatisfy { $0.state == 0x3F })
         #expect(try OvmfVarsFile.read(Self.bytes(path), path: path).map { Ucs2.string($0.key.name) }.sorted() == ["Big", "Keep"])
     }
+
+    @Test("two copies in transition (a crash during an update after an earlier crash): the last one is live, the stale one gets deleted at open (crash-harness regression)")
+    func twoInTransition() throws {
+        let path = try Self.freshVolume()
+        defer { try? FileManager.default.removeItem(atPath: (path as NSString).deletingLastPathComponent) }
+        do {
+            let (b, _) = try FirmwareVolumeBacking.open(path: path)
+            for v: UInt8 in 1...3 { try b.commit([(Self.k("A"), Self.v([v]))], all: nil) }
+        }
+        var image = Self.bytes(path)
+        let records = try OvmfVarsFile.scan(image, path: path).records
+        try #require(records.count == 3)
+        for (r, state) in zip(records, [UInt8(0x3E), 0x3E, 0x7F]) { image[r.offset + 2] = state }
+        try Data(image).write(to: URL(fileURLWithPath: path))
+        #expect(try OvmfVarsFile.read(image, path: path).map(\.value.data) == [[2]])
+        let (b, vars) = try FirmwareVolumeBacking.open(path: path)
+        #expect(vars.map(\.value.data) == [[2]])
+        #expect(try Self.states(path).map(\.1) == [0x3C, 0x3E, 0x7F])
+        try b.commit([(Self.k("A"), Self.v([4]))], all: nil)
+        #expect(try OvmfVarsFile.read(Self.bytes(path), path: path).map(\.value.data) == [[4]])
+    }
 }

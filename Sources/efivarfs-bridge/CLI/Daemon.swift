@@ -32,15 +32,35 @@ enum Daemon {
             FileHandle.standardError.write(Data("efivarfs-bridge: cannot start the server: \(String(cString: strerror(rc)))\n".utf8))
             close(fds[0]); return 1
         }
-        var byte: UInt8 = 0
-        let n = read(fds[0], &byte, 1)
-        close(fds[0])
-        if n == 1 { return 0 }
+        // Wait for the ready byte, the end of the pipe (the server failed), or the deadline:
+        // a server that crashed may be held by a crash reporter that keeps the pipe open.
         var status: Int32 = 0
-        waitpid(pid, &status, 0)
+        let deadline = Date().addingTimeInterval(readyTimeout)
+        while true {
+            var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+            if poll(&p, 1, 200) > 0 {
+                var byte: UInt8 = 0
+                let n = read(fds[0], &byte, 1)
+                close(fds[0])
+                if n == 1 { return 0 }
+                waitpid(pid, &status, 0)
+                break
+            }
+            if waitpid(pid, &status, WNOHANG) == pid { close(fds[0]); break }
+            if Date() > deadline {
+                close(fds[0])
+                kill(pid, SIGKILL)
+                waitpid(pid, &status, 0)
+                FileHandle.standardError.write(Data("efivarfs-bridge: the server did not come up within \(Int(readyTimeout)) s; stopped it\n".utf8))
+                return 1
+            }
+        }
         let code = (status >> 8) & 0xff
-        return code == 0 ? 1 : code
+        return status & 0x7f != 0 || code == 0 ? 1 : code
     }
+
+    /// How long `mount` waits for its server to report the mount up.
+    static let readyTimeout: TimeInterval = 60
 
     static func markInheritedDescriptorsCloseOnExec(except keep: Set<Int32>) {
         guard let entries = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd") else { return }

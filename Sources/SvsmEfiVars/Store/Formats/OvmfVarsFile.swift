@@ -108,8 +108,16 @@ public enum OvmfVarsFile {
             }
             added[key] = r.offset
         }
+        // Without a 0x3f twin, the last record in transition is the one (edk2's
+        // FindVariableEx keeps overwriting InDeletedVariable as it walks the store). Two
+        // such records are what a crash during an update of a variable leaves when an
+        // older crash had already left a stale copy.
+        var lastInTransition: [VariableKey: Int] = [:]
+        for r in records where r.state == stateInDeletedTransition && added[r.variable!.key] == nil {
+            lastInTransition[r.variable!.key] = r.offset
+        }
         return records.filter { r in
-            r.state == stateAdded || (r.state == stateInDeletedTransition && added[r.variable!.key] == nil)
+            r.state == stateAdded || (r.state == stateInDeletedTransition && lastInTransition[r.variable!.key] == r.offset)
         }
     }
 

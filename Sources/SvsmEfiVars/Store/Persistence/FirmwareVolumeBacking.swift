@@ -77,6 +77,13 @@ public final class FirmwareVolumeBacking: PersistentBacking, @unchecked Sendable
         end = used
         live = [:]
         for r in liveRecords { live[r.variable!.key] = (r.offset, r.state) }
+        // As edk2 does when it starts: copies in transition that are not the live one
+        // (a crash left them behind) are marked deleted.
+        let stale = records.filter { $0.state == OvmfVarsFile.stateInDeletedTransition && live[$0.variable!.key]?.offset != $0.offset }
+        if !stale.isEmpty {
+            for r in stale { try setState(r.offset, r.state & OvmfVarsFile.deletedMask) }
+            try sync()
+        }
         return liveRecords.map { $0.variable! }
     }
 
@@ -107,7 +114,7 @@ public final class FirmwareVolumeBacking: PersistentBacking, @unchecked Sendable
     /// Power-on: only what differs from the file is written (usually nothing), so a VM's
     /// file is left untouched by a mount that changes nothing.
     public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws {
-        let current = Dictionary(uniqueKeysWithValues: try load().map { ($0.key, $0.value) })
+        let current = Dictionary(try load().map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
         let wanted = Set(all.map(\.0))
         var changes: [(VariableKey, StoredVariable?)] = all.compactMap { k, v in current[k] == v ? nil : (k, v) }
         changes += current.keys.filter { !wanted.contains($0) }.map { ($0, nil) }
