@@ -61,11 +61,17 @@ enum Bridge {
     /// what it writes on the way out (the trace, the store's lock) is done before the test
     /// goes on — slow under the sanitizers.
     static func unmount(_ dir: String) {
-        let daemons = Shell.run("pgrep -f -- 'efivarfs-bridge mount .*\(dir)$'").out.split(separator: "\n").compactMap { Int32($0) }
+        let daemons = Shell.run("pgrep -f -- 'efivarfs-bridge mount .*\(dir)'").out.split(separator: "\n").compactMap { Int32($0) }
         if isMounted(dir) { Shell.run("fusermount3 -u '\(dir)' || umount -l '\(dir)'") }
         for _ in 0..<50 where isMounted(dir) { usleep(100_000) }
+        // Alive and not a zombie (a container's init may not reap it at once).
+        func running(_ pid: Int32) -> Bool {
+            guard kill(pid, 0) == 0, let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return false }
+            return !stat[close...].hasPrefix(") Z")
+        }
         for pid in daemons {
-            for _ in 0..<200 where kill(pid, 0) == 0 { usleep(100_000) }
+            for _ in 0..<200 where running(pid) { usleep(100_000) }
         }
     }
 
