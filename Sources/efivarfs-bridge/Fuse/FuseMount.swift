@@ -45,6 +45,9 @@ struct FuseMount {
         var cargs = argv.map { strdup($0) }
         defer { cargs.forEach { free($0) } }
         var args = fuse_args(argc: Int32(cargs.count), argv: cargs.withUnsafeMutableBufferPointer { $0.baseAddress }, allocated: 0)
+        // fuse_session_new copies the arguments it rewrites into memory of its own (found
+        // by LeakSanitizer); only that copy is freed here, ours by the defer above.
+        defer { fuse_opt_free_args(&args) }
         var ops = FuseAdapter.operations()
         let userdata = Unmanaged.passRetained(adapter).toOpaque()
         defer { Unmanaged<FuseAdapter>.fromOpaque(userdata).release() }
