@@ -10,6 +10,9 @@ public final class Efivarfs: @unchecked Sendable {
         /// EFI_MIN_RESERVE, kept free by the x86 storage-paranoia check and subtracted
         /// from statfs f_bavail.
         public var reservedSpace: UInt64 = 5120
+        /// Hold `efivars_lock` around each write's SetVariable and size query, and each
+        /// unlink's delete, as Linux does. Off only as an experiment (`--no-efivars-lock`).
+        public var efivarsLock = true
         public init() {}
     }
 
@@ -32,6 +35,12 @@ public final class Efivarfs: @unchecked Sendable {
     /// `efivars_lock` for the set-then-size sequences, so each is atomic with respect to
     /// other efivarfs writers.
     private let efivarsLock = Lock()
+
+    /// `efivar_lock()` … `efivar_unlock()`, or nothing when the experiment turns it off.
+    private func underEfivarsLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
+        guard options.efivarsLock else { return try body() }
+        return try efivarsLock.withLock(body)
+    }
     private let rateLimiter = ReadRateLimiter()
 
     public init(driver: SvsmVariableDriver, options: Options = Options()) {
@@ -208,7 +217,7 @@ public final class Efivarfs: @unchecked Sendable {
         let n = try node(ino)
         let data = Array(buffer[4...])
         guard EfivarfsValidation.validate(n.key, data: data) else { throw .invalidArgument }
-        let newSize: Int? = try efivarsLock.withLock { () throws(Errno) -> Int? in
+        let newSize: Int? = try underEfivarsLock { () throws(Errno) -> Int? in
             try driver.onCpu { (cpu: SvsmVariableDriver.Cpu) -> Result<Int?, Errno> in
                 if !data.isEmpty {
                     let s = checkVariableSize(cpu, attributes: raw, size: data.count + n.key.name.count * 2)
@@ -268,7 +277,7 @@ public final class Efivarfs: @unchecked Sendable {
             if n.immutable { throw .notPermitted }
             return n
         }
-        let status = efivarsLock.withLock { driver.onCpu { $0.setVariable(n.key, attributes: 0, data: []) } }
+        let status = underEfivarsLock { driver.onCpu { $0.setVariable(n.key, attributes: 0, data: []) } }
         guard status == .success || status == .notFound else { throw .invalidArgument }
         table.withLock { t in
             if t.byName[k] === n { t.byName[k] = nil }

@@ -134,6 +134,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: "FUSE worker threads (each request holds one vCPU while it runs).")
     var fuseThreads = 4
 
+    @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (a driver-design experiment: lets concurrent SetVariables reach the store together, where group commit can batch their fdatasyncs).")
+    var noEfivarsLock = false
+
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFd: Int32?
 
@@ -198,13 +201,14 @@ struct MountCommand: ParsableCommand {
         var fsOptions = Efivarfs.Options()
         fsOptions.uid = opts.uid
         fsOptions.gid = opts.gid
+        fsOptions.efivarsLock = !noEfivarsLock
         let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
         do { try fs.populate() } catch { fail("mount: \(error)") }
         do {
             let vcpus = machineInstance.vcpus
             let control = ControlSocket.path(forMountPoint: mountPoint)
             try fuse.serve(fs) {
-                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus) }, machine: machineInstance)
+                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service) }, machine: machineInstance)
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }

@@ -108,15 +108,17 @@ enum ControlSocket {
     }
 
     /// The JSON document a live mount answers with.
-    static func report(statistics: CallStatistics, vcpus: VcpuSet) -> String {
+    static func report(statistics: CallStatistics, vcpus: VcpuSet, service: VariableService) -> String {
         let s = statistics.snapshot
+        let g = service.groupCommitStatistics
         let usage = vcpus.usage
         func obj(_ d: [String: Int]) -> String {
             "{" + d.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
         }
         return "{\"svsm_calls\":\(s.calls),\"failed_calls\":\(s.failedCalls),\"efi_errors\":\(s.efiErrors),"
             + "\"per_call\":\(obj(s.perCall)),\"per_mm_function\":\(obj(s.perMmFunction)),"
-            + "\"vcpus\":{\"count\":\(vcpus.count),\"in_use\":\(usage.inUse),\"peak_in_use\":\(usage.peak),\"used\":\(s.vcpusUsed.count)}}\n"
+            + "\"vcpus\":{\"count\":\(vcpus.count),\"in_use\":\(usage.inUse),\"peak_in_use\":\(usage.peak),\"used\":\(s.vcpusUsed.count)},"
+            + "\"store\":{\"fdatasyncs\":\(g.syncs),\"writes_acknowledged\":\(g.acknowledged)}}\n"
     }
 }
 
@@ -137,6 +139,9 @@ struct StatsCommand: ParsableCommand {
         print("SVSM calls: \(o["svsm_calls"] ?? 0), failed: \(o["failed_calls"] ?? 0), EFI errors: \(o["efi_errors"] ?? 0)")
         if let v = o["vcpus"] as? [String: Any] {
             print("vCPUs: \(v["count"] ?? 0), in use now: \(v["in_use"] ?? 0), at most at once: \(v["peak_in_use"] ?? 0), used so far: \(v["used"] ?? 0)")
+        }
+        if let st = o["store"] as? [String: Any], let syncs = st["fdatasyncs"] as? Int, syncs > 0 {
+            print("durable store: \(st["writes_acknowledged"] ?? 0) SetVariables acknowledged by \(syncs) fdatasyncs (group commit)")
         }
         for (title, key) in [("per SVSM call", "per_call"), ("per MM function", "per_mm_function")] {
             print(title)
