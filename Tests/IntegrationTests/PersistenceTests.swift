@@ -69,6 +69,35 @@ struct PersistenceTests {
         #expect(try Data(contentsOf: URL(fileURLWithPath: "\(tmp)/store/checkpoint")) == before)
     }
 
+    @Test("stats counts fdatasyncs: with Linux's efivars_lock each SetVariable has its own; --no-efivars-lock still persists every write")
+    func groupCommitStats() throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        for (args, label) in [("", "lock"), ("--no-efivars-lock", "nolock")] {
+            try Bridge.withMount("--store '\(tmp)/\(label)' \(args)") { dir in
+                func counts() throws -> (syncs: Int, acked: Int) {
+                    let stats = Shell.run("'\(Bridge.binary)' stats --json '\(dir)'")
+                    let json = try #require(try JSONSerialization.jsonObject(with: Data(stats.out.utf8)) as? [String: Any])
+                    let store = try #require(json["store"] as? [String: Int])
+                    return (try #require(store["fdatasyncs"]), try #require(store["writes_acknowledged"]))
+                }
+                let before = try counts()  // the firmware's writes at boot
+                let writes = Shell.run("""
+                    for w in 1 2 3 4; do ( for i in $(seq 20); do printf '\\x07\\x00\\x00\\x00v'$i > '\(dir)/dump-type0-'$w'-'$i'-1-cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0' || exit 1; done ) & done; wait
+                    """)
+                #expect(writes.status == 0, "\(writes.err)")
+                let after = try counts()
+                let syncs = after.syncs - before.syncs, acked = after.acked - before.acked
+                #expect(acked == 80)
+                if label == "lock" { #expect(syncs == acked) } else { #expect(syncs >= 1 && syncs <= acked) }
+            }
+            // Every write is there after a remount.
+            try Bridge.withMount("--store '\(tmp)/\(label)'") { dir in
+                #expect(Shell.run("ls '\(dir)' | grep -c '^dump-type0-'").out.trimmingCharacters(in: .whitespacesAndNewlines) == "80")
+            }
+        }
+    }
+
     @Test("crash harness on --from-fd: in-place edk2 writes and reclaims keep every acknowledged write (20 rounds)")
     func crashHarnessFd() {
         let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 20 fd")
