@@ -1,4 +1,3 @@
-
 /// The MM service behind protocol 4: dispatch by HeaderGuid to the variable protocol or
 /// the boot events, over one store (COCONUT's `core_request_dispatch` over `STORE`).
 public final class VariableService: UefiMmRequestHandler {

@@ -1,4 +1,3 @@
-
 /// Faults a prototyping engineer can inject into the call path, each with a probability.
 /// Off by default.
 public struct FaultPlan: Sendable, Equatable {

@@ -1,4 +1,3 @@
-
 /// What protocol 4 hands the MM request to: COCONUT's `core_request_dispatch` over the
 /// variable store. The message is a private copy; the answer replaces it in place.
 public protocol UefiMmRequestHandler: Sendable {
