@@ -125,5 +125,56 @@ struct QemuBootTests {
         func mtc(_ d: [String: DumpedVariable]) -> UInt32? { d["MTC"].flatMap { $0.data.count >= 4 ? $0.data.loadLE(UInt32.self, at: 0) : nil } }
         #expect(mtc(second) == mtc(first).map { $0 + 1 })
     }
-}
 
+    /// What Linux's efivarfs shows in a VM: "VAR <file> <hex>" lines between two markers.
+    static func parseEfivarfsDump(_ console: String) -> [String: [UInt8]] {
+        guard let start = console.range(of: "BRIDGE-EFIVARFS-START"), let end = console.range(of: "BRIDGE-EFIVARFS-END") else { return [:] }
+        var out: [String: [UInt8]] = [:]
+        for line in console[start.upperBound..<end.lowerBound].split(whereSeparator: \.isNewline) {
+            let parts = line.trimmingCharacters(in: .whitespaces).split(separator: " ")
+            guard parts.count >= 2, parts[0] == "VAR" else { continue }
+            out[String(parts[1])] = parts.count > 2 ? Hex.decode(String(parts[2])) ?? [] : []
+        }
+        return out
+    }
+
+    @Test("Linux with Secure Boot on, booted from OVMF_VARS_4M.ms.fd through Debian's signed shim, GRUB and kernel: its efivarfs shows what a mount of the same file shows")
+    func linuxEfivarfsMatchesMount() throws {
+        let work = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(work)'") }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Selftests/linux-vm.sh").path
+        try #require(Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(work)/vm.fd' && cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(work)/ours.fd'").status == 0)
+        let vm = Shell.run("bash '\(script)' '\(work)/vm.fd' '\(work)'")
+        let console = vm.out.replacingOccurrences(of: "\r", with: "")
+        try #require(console.contains("secureboot: Secure boot enabled"), "the kernel did not boot with Secure Boot on:\n\(console.suffix(3000))\(vm.err)")
+        let linux = Self.parseEfivarfsDump(console)
+        try #require(linux.count > 20, "no efivarfs listing from the VM:\n\(console.suffix(3000))")
+
+        // Created by the boot path, not by the firmware from the variable file: shim's
+        // Mok*RT and SbatLevelRT; the options, consoles and BootCurrent of this VM's
+        // devices (Boot0001.., BootOrder, ConIn/ConOut/ErrOut and their *Dev twins); the
+        // monotonic counter, one more per boot.
+        let bootLoader: Set<String> = ["MokListRT", "MokListTrustedRT", "MokListXRT", "SbatLevelRT"]
+        let hardware: Set<String> = ["Boot0001", "Boot0002", "Boot0003", "Boot0004", "BootOrder", "BootCurrent", "ConIn", "ConOut", "ErrOut",
+                                      "ConInDev", "ConOutDev", "ErrOutDev", "MTC"]
+        func short(_ file: String) -> String { String(file.dropLast(37)) }
+        try Bridge.withMount("--from-fd '\(work)/ours.fd'") { dir in
+            let ours = Dictionary(uniqueKeysWithValues: try FileManager.default.contentsOfDirectory(atPath: dir).map { name in
+                (name, FileManager.default.contents(atPath: dir + "/" + name).map(Array.init) ?? [])
+            })
+            var identical = 0
+            for (file, bytes) in linux.sorted(by: { $0.key < $1.key }) where !bootLoader.contains(short(file)) {
+                if hardware.contains(short(file)) {
+                    if short(file) != "Boot0003" && short(file) != "Boot0004" { #expect(ours[file] != nil, "\(file) is not in the mount") }
+                    continue
+                }
+                #expect(ours[file] == bytes, "\(file): the VM shows \(bytes.count) bytes, the mount \(ours[file]?.count ?? -1)")
+                identical += 1
+            }
+            // Everything the mount shows, the VM shows too.
+            for file in ours.keys { #expect(linux[file] != nil, "\(file) is in the mount but not in the VM") }
+            #expect(identical >= 20, "only \(identical) variables compared byte for byte")
+            print("linux efivarfs: \(linux.count) variables; \(identical) identical to the mount byte for byte")
+        }
+    }
+}

@@ -21,6 +21,43 @@ struct FirmwareModel {
     /// OVMF VirtMmCommunicationDxe: one 64 KiB runtime buffer (MAX_BUFFER_SIZE).
     static let mmBufferSize = 64 * 1024
 
+    /// OVMF's BDS rebuilds BootOrder from the boot options it registers on every boot, so a
+    /// store that holds Boot#### options but no BootOrder (Debian's OVMF_VARS_4M.ms.fd is
+    /// one) has one after boot. Modelled as: BootOrder listing the existing Boot####
+    /// numbers in ascending order (a QEMU VM with other devices would also register
+    /// options for them).
+    func ensureBootOrder(_ mm: (EfiGuid, [UInt8]) throws(Failure) -> [UInt8]) throws(Failure) {
+        func status(_ reply: [UInt8]) -> EfiStatus { EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset)) }
+        let bootOrder = VariableKey("BootOrder", .globalVariable)
+        let probe = try mm(.smmVariableProtocol, SmmVariableHeader.message(.getVariable, payload:
+            AccessVariablePayload.encode(guid: bootOrder.guid, name: bootOrder.name, attributes: 0, dataSize: 0)))
+        guard status(probe) == .notFound else { return }
+        var numbers: [UInt16] = []
+        var previous = VariableKey(guid: .zero, name: [])
+        while true {
+            let reply = try mm(.smmVariableProtocol, SmmVariableHeader.message(.getNextVariableName, payload:
+                GetNextVariableNamePayload.encode(guid: previous.guid, name: previous.name, nameBufferSize: 512)))
+            guard status(reply) == .success else { break }
+            let p = Array(reply[SmmVariableHeader.size...])
+            let nameSize = Int(p.loadLE(UInt64.self, at: GetNextVariableNamePayload.nameSizeOffset))
+            guard nameSize >= 2, GetNextVariableNamePayload.nameOffset + nameSize <= p.count,
+                  let name = Ucs2.readNulTerminated(p, offset: GetNextVariableNamePayload.nameOffset, byteCount: nameSize) else { break }
+            previous = VariableKey(guid: EfiGuid(bytes: p, at: GetNextVariableNamePayload.guidOffset), name: name)
+            let text = Ucs2.string(name)
+            if previous.guid == .globalVariable, text.count == 8, text.hasPrefix("Boot"),
+               let n = UInt16(text.dropFirst(4), radix: 16), text.dropFirst(4).allSatisfy({ $0.isHexDigit && !$0.isLowercase }) {
+                numbers.append(n)
+            }
+        }
+        guard !numbers.isEmpty else { return }
+        var data = [UInt8]()
+        for n in numbers.sorted() { data.appendLE(n) }
+        let reply = try mm(.smmVariableProtocol, SmmVariableHeader.message(.setVariable, payload:
+            AccessVariablePayload.encode(guid: bootOrder.guid, name: bootOrder.name, attributes: VariableAttributes.nvBsRt.rawValue,
+                                         dataSize: data.count, data: data)))
+        guard status(reply) == .success else { throw .setVariable(bootOrder.description, status(reply)) }
+    }
+
     /// Returns the firmware's runtime MM buffer.
     func boot(apCount: Int, defaults: [OvmfDefaults.Entry], firstBoot: Bool, note: (String) -> Void) throws(Failure) -> GuestPhysicalAddress {
         let secrets: SecretsPage.SvsmFields
@@ -73,6 +110,7 @@ struct FirmwareModel {
             let status = EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset))
             guard status == .success else { throw .setVariable(entry.key.description, status) }
         }
+        if !firstBoot { try ensureBootOrder(mm) }
         note("firmware: \(firstBoot ? "first boot of this store: default" : "volatile default") variables written with SET_VARIABLE through protocol 4")
         // VirtMmCommunicationDxe forwards the event groups; VariableSmmRuntimeDxe sends its
         // own READY_TO_BOOT and EXIT_BOOT_SERVICE functions too. All are idempotent.
