@@ -39,7 +39,12 @@ for round in $(seq 1 "$rounds"); do
 	: > "$attempts"
 	"$bin" mount --foreground "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
-	for _ in $(seq 100); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
+	for _ in $(seq 1500); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
+	# Never write before the mount is up: the writes would land in the bare directory.
+	if ! grep -q " $mnt " /proc/mounts; then
+		echo "round $round: the bridge did not mount within 30 s"; failures=$((failures + 1))
+		kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; continue
+	fi
 	# The writer: Crash0..Crash63 rewritten in turn; a write is recorded only after it returned.
 	( j=$i
 	  while :; do
