@@ -68,7 +68,7 @@ struct FuseMount {
             throw .fuse("cannot mount on \(mountPoint) (see the libfuse message above; fusermount3 and /dev/fuse are needed)")
         }
         ready()
-        _ = cfuse_session_loop_mt(se, UInt32(threads))
+        _ = cfuse_session_loop_workers(se, UInt32(threads))
         adapter.session = nil
         fuse_session_unmount(se)
     }
