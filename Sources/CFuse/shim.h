@@ -1,8 +1,7 @@
 #ifndef EFIVARFS_BRIDGE_CFUSE_SHIM_H
 #define EFIVARFS_BRIDGE_CFUSE_SHIM_H
 
-// The low-level libfuse3 API at version 3.12: fuse_session_loop_mt takes a
-// fuse_loop_config, and ioctl's cmd is unsigned.
+// The low-level libfuse3 API at version 3.12 (ioctl's cmd is unsigned).
 #define FUSE_USE_VERSION 312
 #include <stddef.h>
 #include <stdint.h>
@@ -22,17 +21,6 @@ static inline void cfuse_fi_set_direct_io(struct fuse_file_info *fi) { fi->direc
 static inline int cfuse_fi_flags(const struct fuse_file_info *fi) { return fi->flags; }
 static inline uint64_t cfuse_fi_fh(const struct fuse_file_info *fi) { return fi->fh; }
 static inline void cfuse_fi_set_fh(struct fuse_file_info *fi, uint64_t fh) { fi->fh = fh; }
-
-static inline int cfuse_session_loop_mt(struct fuse_session *se, unsigned max_threads) {
-    struct fuse_loop_config *cfg = fuse_loop_cfg_create();
-    if (cfg == NULL) return -1;
-    fuse_loop_cfg_set_clone_fd(cfg, 0);
-    fuse_loop_cfg_set_max_threads(cfg, max_threads);
-    fuse_loop_cfg_set_idle_threads(cfg, max_threads < 10 ? max_threads : 10);
-    int rc = fuse_session_loop_mt(se, cfg);
-    fuse_loop_cfg_destroy(cfg);
-    return rc;
-}
 
 // One worker: reads and processes requests until the session ends. A failed read (the
 // connection gone at unmount: ENODEV) ends the session, so the others stop too.
