@@ -70,7 +70,7 @@ public final class Machine: Sendable {
             do {
                 let (f, saved): (any PersistentBacking, [ExportedVariable]) = live.format == .fd
                     ? try FirmwareVolumeBacking.open(path: live.path, note: config.lockNote)
-                    : try WholeFileBacking.open(path: live.path, format: live.format, note: config.lockNote)
+                    : try WholeFileBacking.open(path: live.path, note: config.lockNote)
                 store.restore(saved)
                 file = f
                 firstBoot = saved.isEmpty

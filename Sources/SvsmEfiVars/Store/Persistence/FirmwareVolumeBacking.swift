@@ -112,9 +112,10 @@ public final class FirmwareVolumeBacking: PersistentBacking, @unchecked Sendable
     }
 
     /// Power-on: only what differs from the file is written (usually nothing), so a VM's
-    /// file is left untouched by a mount that changes nothing.
+    /// file is left untouched by a mount that changes nothing. The file was read at open;
+    /// its image in memory is compared, not the disk again.
     public func saveAtPowerOn(_ all: [(VariableKey, StoredVariable)]) throws {
-        let current = Dictionary(try load().map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        let current = Dictionary(try OvmfVarsFile.read(image, path: path).map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
         let wanted = Set(all.map(\.0))
         var changes: [(VariableKey, StoredVariable?)] = all.compactMap { k, v in current[k] == v ? nil : (k, v) }
         changes += current.keys.filter { !wanted.contains($0) }.map { ($0, nil) }

@@ -31,30 +31,24 @@ extension NativeStoreFile: PersistentBacking {
 /// A VM's QEMU uefi-vars JSON file served live (`--from-json`): the whole file is
 /// rewritten after every non-volatile change, as QEMU does — written to a temporary file,
 /// fsync'd, renamed over the original, directory fsync'd — so the file is always either the
-/// old or the new version. (It can rewrite an fd the same way, keeping the volume's size
-/// and every byte outside the store; `--from-fd` uses `FirmwareVolumeBacking`, which writes
-/// in place as edk2 does.) A lock file `<file>.lock` keeps a second bridge away.
+/// old or the new version. (`--from-fd` uses `FirmwareVolumeBacking`, which writes in place
+/// as edk2 does.) A lock file `<file>.lock` keeps a second bridge away.
 public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
     public let path: String
-    public let format: VariableFileFormat
-    private let template: [UInt8]
     private let lock: StoreLock
 
     /// Opens and locks `path`, and returns its variables.
-    public static func open(path: String, format: VariableFileFormat, note: String = "") throws -> (WholeFileBacking, [ExportedVariable]) {
+    public static func open(path: String, note: String = "") throws -> (WholeFileBacking, [ExportedVariable]) {
         guard let bytes = FileManager.default.contents(atPath: path).map(Array.init) else {
             throw VariableFileError(path: path, location: "file", reason: "cannot read it")
         }
         let lock = try StoreLock.acquire(lockPath: path + ".lock", store: path, note: note)
-        let vars: [ExportedVariable]
-        do {
-            vars = format == .fd ? try OvmfVarsFile.read(bytes, path: path) : try QemuVarsJson.read(bytes, path: path)
-        }
-        return (WholeFileBacking(path: path, format: format, template: bytes, lock: lock), vars)
+        let vars = try QemuVarsJson.read(bytes, path: path)
+        return (WholeFileBacking(path: path, lock: lock), vars)
     }
 
-    private init(path: String, format: VariableFileFormat, template: [UInt8], lock: StoreLock) {
-        self.path = path; self.format = format; self.template = template; self.lock = lock
+    private init(path: String, lock: StoreLock) {
+        self.path = path; self.lock = lock
     }
 
     public func wantsWholeStore(with changes: [(VariableKey, StoredVariable?)]) -> Bool { !changes.isEmpty }
@@ -70,9 +64,7 @@ public final class WholeFileBacking: PersistentBacking, @unchecked Sendable {
 
     func rewrite(_ all: [(VariableKey, StoredVariable)]) throws {
         guard !released else { throw VariableFileError(path: path, location: "file", reason: "the store is closed") }
-        let vars = all.map { ExportedVariable($0.0, $0.1) }
-        let bytes = format == .fd ? try OvmfVarsFile.write(vars, template: template, path: path) : QemuVarsJson.write(vars)
-        try AtomicFile.replace(path, with: bytes)
+        try AtomicFile.replace(path, with: QemuVarsJson.write(all.map { ExportedVariable($0.0, $0.1) }))
     }
 }
 
