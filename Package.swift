@@ -51,13 +51,18 @@ let package = Package(
             name: "efivarfs-fuzz",
             dependencies: ["FuzzTargets"]
         ),
+        // What the tests need from the machine, checked before they start.
+        .target(
+            name: "TestSupport",
+            path: "Tests/TestSupport"
+        ),
         .testTarget(
             name: "SvsmEfiVarsTests",
-            dependencies: ["SvsmEfiVars", "FuzzTargets"]
+            dependencies: ["SvsmEfiVars", "FuzzTargets", "TestSupport"]
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SvsmEfiVars"],
+            dependencies: ["SvsmEfiVars", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],

@@ -33,7 +33,7 @@ final class AuthVariableTarget: Sendable {
         base = s
     }
 
-    func run(_ data: [UInt8]) {
+    func run(_ data: [UInt8]) throws(PropertyViolation) {
         guard let selector = data.first else { return }
         var store = base
         let key = Self.targets[Int(selector & 0x7f) % Self.targets.count]
@@ -41,10 +41,10 @@ final class AuthVariableTarget: Sendable {
         if selector & 0x80 != 0 { attributes.insert(.appendWrite) }
         let before = store.allVariables
         let status = store.setVariable(key, attributes: attributes.rawValue, data: Array(data.dropFirst()))
-        require(Self.statuses.contains(status), "SetVariable answered \(status)")
+        try require(Self.statuses.contains(status), "SetVariable answered \(status)")
         if status != .success {
             let after = store.allVariables
-            require(after.count == before.count && zip(after, before).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 },
+            try require(after.count == before.count && zip(after, before).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 },
                     "a refused write (\(status)) changed the store")
         }
     }

@@ -27,12 +27,12 @@ final class EfivarfsWriteTarget: Sendable {
         do { try fs.populate() } catch { fatalError("populate: \(error)") }
     }
 
-    func run(_ data: [UInt8]) {
+    func run(_ data: [UInt8]) throws(PropertyViolation) {
         var input = FuzzInput(data)
         let name = input.block()
         let node: NodeAttributes
         do { node = try fs.create(name, mode: 0o644) } catch {
-            require(Self.createErrors.contains(error), "create answered \(error)")
+            try require(Self.createErrors.contains(error), "create answered \(error)")
             return
         }
         var firstWrite = true
@@ -40,20 +40,24 @@ final class EfivarfsWriteTarget: Sendable {
         while !input.isExhausted && writes < 3 {
             writes += 1
             let buffer = input.block()
-            do {
-                let n = try fs.write(node.ino, buffer)
-                require(n == buffer.count, "write returned \(n) for \(buffer.count) bytes")
-                let raw = buffer.loadLE(UInt32.self, at: 0)
-                if firstWrite && buffer.count > 4 && raw & VariableAttributes.appendWrite.rawValue == 0 {
-                    let back = try fs.read(node.ino, offset: 0, count: 1 << 20, uid: 0)
-                    var expected = buffer
-                    expected.storeLE(raw & ~VariableAttributes.appendWrite.rawValue, at: 0)
-                    require(back == expected, "read back \(back.count) bytes that differ from the \(buffer.count) written")
-                }
-                firstWrite = false
-            } catch {
-                require(Self.writeErrors.contains(error), "write answered \(error)")
+            let n: Int
+            do { n = try fs.write(node.ino, buffer) } catch {
+                try require(Self.writeErrors.contains(error), "write answered \(error)")
+                continue
             }
+            try require(n == buffer.count, "write returned \(n) for \(buffer.count) bytes")
+            let raw = buffer.loadLE(UInt32.self, at: 0)
+            if firstWrite && buffer.count > 4 && raw & VariableAttributes.appendWrite.rawValue == 0 {
+                let back: [UInt8]
+                do { back = try fs.read(node.ino, offset: 0, count: 1 << 20, uid: 0) } catch {
+                    try require(Self.writeErrors.contains(error), "reading back answered \(error)")
+                    continue
+                }
+                var expected = buffer
+                expected.storeLE(raw & ~VariableAttributes.appendWrite.rawValue, at: 0)
+                try require(back == expected, "read back \(back.count) bytes that differ from the \(buffer.count) written")
+            }
+            firstWrite = false
         }
         // Clean up: the creating descriptor closes; whatever was stored goes.
         fs.release(node.ino)

@@ -45,9 +45,21 @@ public struct FuzzSeed {
     public mutating func block(_ b: [UInt8]) { precondition(b.count <= 0xffff); u16(UInt16(b.count)); bytes += b }
 }
 
-/// A broken property: the harness stops the process so that libFuzzer records the input.
-/// (A thrown error would be a handled failure; these are bugs.)
+/// A broken property of a target: the input that broke it is a bug. libFuzzer's entry point
+/// turns it into a crash so that the input is recorded; the test suite records it as the
+/// failure of one test, with the input, and goes on.
+public struct PropertyViolation: Error, CustomStringConvertible {
+    public let message: String
+    public let file: StaticString
+    public let line: UInt
+    public var description: String { "property violated at \(file):\(line): \(message)" }
+}
+
 func require(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String,
-             file: StaticString = #fileID, line: UInt = #line) {
-    if !condition() { fatalError("property violated: \(message())", file: file, line: line) }
+             file: StaticString = #fileID, line: UInt = #line) throws(PropertyViolation) {
+    if !condition() { throw PropertyViolation(message: message(), file: file, line: line) }
+}
+
+func violation(_ message: String, file: StaticString = #fileID, line: UInt = #line) -> PropertyViolation {
+    PropertyViolation(message: message, file: file, line: line)
 }

@@ -15,22 +15,23 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// (e) The authenticated-variable parser: EFI_VARIABLE_AUTHENTICATION_2 + PKCS#7.
     case authVariable = "auth-variable"
 
-    /// Runs one input. Safe to call many times in one process (libFuzzer does), and from
-    /// several threads (the test runner does): the targets keep state between inputs (a
-    /// booted machine, a shadow of guest RAM), so one input runs at a time.
-    public func run(_ data: [UInt8]) {
-        FuzzTarget.serial.withLock { runAlone(data) }
+    /// Runs one input; a broken property is thrown with what broke. Safe to call many
+    /// times in one process (libFuzzer does), and from several threads (the test runner
+    /// does): the targets keep state between inputs (a booted machine, a shadow of guest
+    /// RAM), so one input runs at a time.
+    public func run(_ data: [UInt8]) throws(PropertyViolation) {
+        try FuzzTarget.serial.withLock { () throws(PropertyViolation) in try runAlone(data) }
     }
 
     private static let serial = Lock()
 
-    private func runAlone(_ data: [UInt8]) {
+    private func runAlone(_ data: [UInt8]) throws(PropertyViolation) {
         switch self {
-        case .svsmProtocol: SvsmProtocolTarget.shared.run(data)
-        case .mmPayload: MmPayloadTarget.shared.run(data)
-        case .efivarfsWrite: EfivarfsWriteTarget.shared.run(data)
-        case .variableFile: VariableFileTarget.run(data)
-        case .authVariable: AuthVariableTarget.shared.run(data)
+        case .svsmProtocol: try SvsmProtocolTarget.shared.run(data)
+        case .mmPayload: try MmPayloadTarget.shared.run(data)
+        case .efivarfsWrite: try EfivarfsWriteTarget.shared.run(data)
+        case .variableFile: try VariableFileTarget.run(data)
+        case .authVariable: try AuthVariableTarget.shared.run(data)
         }
     }
 

@@ -15,7 +15,7 @@ final class MmPayloadTarget: Sendable {
 
     init() { base = FuzzStores.bootedStore() }
 
-    func run(_ data: [UInt8]) {
+    func run(_ data: [UInt8]) throws(PropertyViolation) {
         let service = VariableService(store: base)
         var input = FuzzInput(data)
         var steps = 0
@@ -26,13 +26,13 @@ final class MmPayloadTarget: Sendable {
             guard let reply = service.handleMmRequest(headerGuid: guid, message: message) else {
                 // No handler for the GUID, or a policy message shorter than its header or longer
                 // than the policy MMI's buffer: edk2 leaves the buffer alone for these.
-                require(guid == .globalVariable || (guid == .varCheckPolicyMmiHandler && (message.count < VarCheckPolicyHeader.size || message.count > VarCheckPolicyHeader.commBufferSize - MmCommunicateHeader.size)),
+                try require(guid == .globalVariable || (guid == .varCheckPolicyMmiHandler && (message.count < VarCheckPolicyHeader.size || message.count > VarCheckPolicyHeader.commBufferSize - MmCommunicateHeader.size)),
                         "\(guid) went unanswered for a \(message.count)-byte message")
                 continue
             }
             // The SVSM copies the reply over the request: it must fit (protocol 4 refuses it
             // otherwise, but no handler of ours may rely on that).
-            require(reply.count <= message.count, "reply of \(reply.count) bytes to a \(message.count)-byte message")
+            try require(reply.count <= message.count, "reply of \(reply.count) bytes to a \(message.count)-byte message")
         }
     }
 

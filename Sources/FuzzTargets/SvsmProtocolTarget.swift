@@ -35,7 +35,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         base = FuzzStores.bootedStore()
     }
 
-    func run(_ data: [UInt8]) {
+    func run(_ data: [UInt8]) throws(PropertyViolation) {
         reset()
         let service = VariableService(store: base)
         let svsm = Svsm(memory: memory, mmHandler: service)
@@ -44,7 +44,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         var calls = 0
         while !input.isExhausted && calls < 4 {
             calls += 1
-            call(svsm, &input)
+            try call(svsm, &input)
         }
     }
 
@@ -70,7 +70,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         }
     }
 
-    func call(_ svsm: Svsm, _ input: inout FuzzInput) {
+    func call(_ svsm: Svsm, _ input: inout FuzzInput) throws(PropertyViolation) {
         let op = input.u8()
         let rax: UInt64
         switch op & 7 {
@@ -101,7 +101,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         let blob = input.block()
         guestWrite(rcx & ~0xfff, blob, svsm: svsm)
 
-        guard let me = svsm.binding(apicId: 0) else { fatalError("the boot vCPU lost its registration") }
+        guard let me = svsm.binding(apicId: 0) else { throw violation("the boot vCPU lost its registration") }
         // The hypervisor loads the registers into the VMSA; the guest sets call_pending.
         let vmsa = me.vmsa
         try? memory.writeU64(vmsa.advanced(by: VmsaLayout.rax), rax)
@@ -114,15 +114,15 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         let allowed = allowedWrites(id, rcx: rcx, rdx: rdx, caa: me.caa.rawValue)
         let protectedBefore = svsm.protectedPages
         let outcome = svsm.enter(apicId: 0)
-        guard case .processed(let seenId, let result) = outcome else { fatalError("a pending call was not processed: \(outcome)") }
-        require(seenId == id, "dispatched \(seenId) for RAX 0x\(String(rax, radix: 16))")
-        require((try? memory.readU8(me.caa)) == 0, "call_pending still set after the call")
+        guard case .processed(let seenId, let result) = outcome else { throw violation("a pending call was not processed: \(outcome)") }
+        try require(seenId == id, "dispatched \(seenId) for RAX 0x\(String(rax, radix: 16))")
+        try require((try? memory.readU8(me.caa)) == 0, "call_pending still set after the call")
         if id == .uefiMmRequest && result == .success {
-            require(rcx != 0 && rcx & 0xfff == 0 && rdx >= 24 && rdx <= Svsm.uefiMmBufferLimit, "protocol 4 accepted RCX 0x\(String(rcx, radix: 16)) RDX \(rdx)")
-            require(svsm.access.validPhysRegion(GuestRegion(start: GuestPhysicalAddress(rcx), length: 24), protected: protectedBefore),
+            try require(rcx != 0 && rcx & 0xfff == 0 && rdx >= 24 && rdx <= Svsm.uefiMmBufferLimit, "protocol 4 accepted RCX 0x\(String(rcx, radix: 16)) RDX \(rdx)")
+            try require(svsm.access.validPhysRegion(GuestRegion(start: GuestPhysicalAddress(rcx), length: 24), protected: protectedBefore),
                     "protocol 4 accepted a buffer over a protected page")
         }
-        checkWrites(allowed: allowed, result: result)
+        try checkWrites(allowed: allowed, result: result)
     }
 
     /// The ranges `id` may write, computed from the shadow (what the guest put there).
@@ -161,7 +161,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
 
     /// Compares guest RAM (outside the SVSM's own range) with the shadow; every difference
     /// must lie in an allowed range. The shadow then takes the new contents.
-    func checkWrites(allowed: [Range<UInt64>], result: SvsmResultCode) {
+    func checkWrites(allowed: [Range<UInt64>], result: SvsmResultCode) throws(PropertyViolation) {
         let svsmStart = Int(Self.svsmRegion.start.rawValue), svsmEnd = Int(Self.svsmRegion.end!)
         var changed: [Int] = []
         memory.withHostView { ram in
@@ -181,7 +181,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         guard !changed.isEmpty else { return }
         let bytes = memory.withHostView { ram in changed.map { ram[$0] } }
         for (i, a) in changed.enumerated() {
-            require(allowed.contains { $0.contains(UInt64(a)) },
+            try require(allowed.contains { $0.contains(UInt64(a)) },
                     "the SVSM wrote guest byte 0x\(String(a, radix: 16)) outside what the call may write (result \(result))")
             shadow[a] = bytes[i]
             dirty.insert(UInt64(a) & ~0xfff)

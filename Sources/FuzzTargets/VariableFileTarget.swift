@@ -6,33 +6,33 @@ import SvsmEfiVars
 /// volume when the variables fit, the JSON writer always) and read back as the same
 /// variables; a file it refuses must be refused with a located error.
 enum VariableFileTarget {
-    static func run(_ data: [UInt8]) {
+    static func run(_ data: [UInt8]) throws(PropertyViolation) {
         guard let selector = data.first else { return }
         let file = Array(data.dropFirst())
         if selector & 1 == 0 {
             let vars: [ExportedVariable]
             do { vars = try OvmfVarsFile.read(file, path: "fuzz.fd") } catch {
-                require(!error.location.isEmpty && !error.reason.isEmpty, "an fd error without a location")
+                try require(!error.location.isEmpty && !error.reason.isEmpty, "an fd error without a location")
                 return
             }
             // Sorted by name as the writer places them; equal names in different GUIDs keep order.
             guard let written = try? OvmfVarsFile.write(vars, template: file, path: "fuzz.fd") else { return }
-            require(written.count == file.count, "the fd writer changed the volume size")
+            try require(written.count == file.count, "the fd writer changed the volume size")
             let again: [ExportedVariable]
-            do { again = try OvmfVarsFile.read(written, path: "fuzz.fd") } catch { fatalError("our own fd does not read back: \(error)") }
-            require(Set(again.map(\.key)) == Set(vars.map(\.key)) && again.count == vars.count, "fd round trip changed the variables")
-            for v in vars { require(again.first { $0.key == v.key } == v, "fd round trip changed \(v.key)") }
+            do { again = try OvmfVarsFile.read(written, path: "fuzz.fd") } catch { throw violation("our own fd does not read back: \(error)") }
+            try require(Set(again.map(\.key)) == Set(vars.map(\.key)) && again.count == vars.count, "fd round trip changed the variables")
+            for v in vars { try require(again.first { $0.key == v.key } == v, "fd round trip changed \(v.key)") }
         } else {
             let vars: [ExportedVariable]
             do { vars = try QemuVarsJson.read(file, path: "fuzz.json") } catch {
-                require(!error.location.isEmpty && !error.reason.isEmpty, "a JSON error without a location")
+                try require(!error.location.isEmpty && !error.reason.isEmpty, "a JSON error without a location")
                 return
             }
             let again: [ExportedVariable]
             do { again = try QemuVarsJson.read(QemuVarsJson.write(vars), path: "fuzz.json") } catch {
-                fatalError("our own JSON does not read back: \(error)")
+                throw violation("our own JSON does not read back: \(error)")
             }
-            require(again == vars, "JSON round trip changed the variables")
+            try require(again == vars, "JSON round trip changed the variables")
         }
     }
 

@@ -17,14 +17,16 @@ public func fuzzerInitialize(_ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeM
         exit(64)
     }
     selectedTarget = t
-    t.run([])  // build the target's fixed state before the first timed input
+    // Build the target's fixed state before the first timed input.
+    do { try t.run([]) } catch { fatalError("\(error)") }
     return 0
 }
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzerTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
     let bytes = size == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: size))
-    selectedTarget!.run(bytes)
+    // A broken property must crash the process: that is how libFuzzer records the input.
+    do { try selectedTarget!.run(bytes) } catch { fatalError("\(error)") }
     return 0
 }
 
@@ -53,7 +55,7 @@ struct FuzzReplay {
             for path in args.dropFirst(2) {
                 for file in files(path) {
                     guard let data = FileManager.default.contents(atPath: file) else { fail("cannot read \(file)") }
-                    target.run(Array(data))
+                    do { try target.run(Array(data)) } catch { fail("\(file): \(error)") }
                     count += 1
                 }
             }

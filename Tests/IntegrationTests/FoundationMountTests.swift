@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @Suite("A real FUSE mount", .serialized)
 struct FoundationMountTests {
@@ -23,6 +24,7 @@ struct FoundationMountTests {
 
     @Test("printf creates a variable that od reads back byte for byte; rm deletes it")
     func createReadDelete() throws {
+        try requirePrerequisites(.chattr)
         try Bridge.withMount { dir in
             let f = "\(dir)/Greeting-\(testGuid)"
             #expect(Shell.run("printf '\\x07\\x00\\x00\\x00hello\\xff\\x00' > '\(f)'").status == 0)
@@ -37,6 +39,7 @@ struct FoundationMountTests {
 
     @Test("efivar -l and efibootmgr work through EFIVARFS_PATH")
     func realClients() throws {
+        try requirePrerequisites(.efivar, .efibootmgr)
         try Bridge.withMount { dir in
             let env = ["EFIVARFS_PATH": dir + "/"]
             let l = Shell.run("efivar -l", environment: env)

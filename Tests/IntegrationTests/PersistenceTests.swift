@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 @Suite("The durable store", .serialized)
 struct PersistenceTests {
@@ -7,6 +8,7 @@ struct PersistenceTests {
 
     @Test("non-volatile variables survive a remount; volatile ones are recreated by the firmware; deletions stay")
     func remount() throws {
+        try requirePrerequisites(.efibootmgr)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let store = "--store '\(tmp)/store'"
@@ -27,6 +29,7 @@ struct PersistenceTests {
 
     @Test("a PK enrolled through the mount turns Secure Boot on at the next boot")
     func secureBootAfterReboot() throws {
+        try requirePrerequisites(.openssl, .efitools)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let lab = try KeyLab()
@@ -99,7 +102,8 @@ struct PersistenceTests {
     }
 
     @Test("crash harness on --from-fd: in-place edk2 writes and reclaims keep every acknowledged write (20 rounds)")
-    func crashHarnessFd() {
+    func crashHarnessFd() throws {
+        try requirePrerequisites(.ovmf)
         let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 20 fd")
         #expect(r.status == 0, "\(r.out)\n\(r.err)")
         #expect(r.out.contains("20 passed, 0 failed"))

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import SvsmEfiVars
 
 /// Issue #7 with the real firmware: OVMF (Debian's OVMF_CODE_4M.fd) in QEMU boots the same
@@ -76,6 +77,7 @@ struct QemuBootTests {
 
     @Test("the firmware's own writes read back through --from-fd; the mount's changes boot in OVMF and the firmware sees them")
     func roundTripThroughOvmf() throws {
+        try requirePrerequisites(.qemu, .ovmf)
         let work = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(work)'") }
         let vars = work + "/OVMF_VARS.fd"
@@ -140,6 +142,7 @@ struct QemuBootTests {
 
     @Test("Linux with Secure Boot on, booted from OVMF_VARS_4M.ms.fd through Debian's signed shim, GRUB and kernel: its efivarfs shows what a mount of the same file shows")
     func linuxEfivarfsMatchesMount() throws {
+        try requirePrerequisites(.qemu, .ovmf, .vmPackages)
         let work = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(work)'") }
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Selftests/linux-vm.sh").path

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Keys and signed updates made with openssl and efitools, as a lab would make them.
 struct KeyLab {
@@ -46,6 +47,7 @@ struct SecureBootTests {
 
     @Test("enrol PK, KEK and db in order, append to dbx, refuse every bad update, delete PK with a signed empty update")
     func enrolmentLifecycle() throws {
+        try requirePrerequisites(.openssl, .efitools, .chattr)
         let lab = try KeyLab()
         defer { lab.cleanup() }
         try Bridge.withMount { dir in
@@ -125,6 +127,7 @@ struct SecureBootTests {
 
     @Test("private authenticated variables: created signed, updated only by the same signer, certdb tracks them")
     func privateAuthenticatedVariable() throws {
+        try requirePrerequisites(.openssl, .efitools)
         let lab = try KeyLab()
         defer { lab.cleanup() }
         try Bridge.withMount { dir in
@@ -155,6 +158,7 @@ struct SecureBootTests {
 
     @Test("--enroll-generate boots with lab keys enrolled (Secure Boot on) and leaves the keys to sign updates with")
     func enrollGenerate() throws {
+        try requirePrerequisites(.openssl, .efitools, .chattr)
         let keys = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(keys)'") }
         try Bridge.withMount("--enroll-generate '\(keys)'") { dir in

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import SvsmEfiVars
 
 /// Parses a --trace file (JSON Lines).
@@ -110,6 +111,7 @@ struct SvsmPlatformMountTests {
 struct PrototypingExampleTests {
     @Test("mount with --trace and --vcpus, run efibootmgr, summarize, export a timeline that validates")
     func prototyping() throws {
+        try requirePrerequisites(.efibootmgr)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         try Bridge.withMount("--vcpus 8 --trace '\(tmp)/svsm.jsonl'") { dir in

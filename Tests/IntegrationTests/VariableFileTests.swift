@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// The variables of a uefi-vars JSON file as comparable strings (guid, name, attr, data,
 /// and time where the file has one).
@@ -19,6 +20,7 @@ struct VariableFileTests {
 
     @Test("import each Debian 4M store; every variable equals what virt-fw-vars reports", arguments: ["OVMF_VARS_4M.fd", "OVMF_VARS_4M.ms.fd", "OVMF_VARS.ms.fd"])
     func importMatchesVirtFwVars(_ name: String) throws {
+        try requirePrerequisites(.ovmf, .virtFirmware)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let file = "\(Self.ovmf)/\(name)"
@@ -36,6 +38,7 @@ struct VariableFileTests {
 
     @Test("export to fd and JSON, read both back with virt-fw-vars, import the export: the same variables")
     func roundTrip() throws {
+        try requirePrerequisites(.ovmf, .virtFirmware)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let s = "--store '\(tmp)/store'"
@@ -61,6 +64,7 @@ struct VariableFileTests {
 
     @Test("a mount of OVMF_VARS_4M.ms.fd shows what efivarfs shows in a VM booted with it, Secure Boot on")
     func mountMsStore() throws {
+        try requirePrerequisites(.ovmf)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         try #require(cli("import '\(Self.ovmf)/OVMF_VARS_4M.ms.fd' --store '\(tmp)/store'").status == 0)
@@ -80,6 +84,7 @@ struct VariableFileTests {
 
     @Test("Microsoft's signed dbx update: accepted once, a no-op when appended again, refused tampered or without APPEND")
     func microsoftDbxUpdate() throws {
+        try requirePrerequisites(.ovmf)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let update = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/DBXUpdate-amd64.bin").path
@@ -113,6 +118,7 @@ struct VariableFileTests {
         ("JSON version", "printf '{\"version\":1,\"variables\":[]}' > bad", "version"),
     ])
     func badFiles(_ label: String, _ make: String, _ expected: String) throws {
+        try requirePrerequisites(.ovmf)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         Shell.run("cd '\(tmp)' && cp '\(Self.ovmf)/OVMF_VARS_4M.ms.fd' . && { \(make); } 2>/dev/null")
@@ -126,6 +132,7 @@ struct VariableFileTests {
 
     @Test("an fd export that does not fit the volume is refused with the sizes")
     func exportTooBig() throws {
+        try requirePrerequisites(.ovmf)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let s = "--store '\(tmp)/store'"
@@ -142,6 +149,7 @@ struct VariableFileTests {
 struct LiveFileTests {
     @Test("--from-fd: changes land in the same OVMF_VARS.fd, same size, readable by virt-fw-vars; one server per file")
     func liveFd() throws {
+        try requirePrerequisites(.ovmf)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(tmp)/vm.fd'")

@@ -63,6 +63,7 @@ struct HostileGuestTests {
         // The fuzz target's harness checks every byte of guest RAM after each call.
         var rng = SplitMix(seed: 0x5e55_10a1)  // VariableStoreTests' generator: a failure replays
         let seeds = FuzzTarget.svsmProtocol.seeds().map(\.bytes)
+        var violations: [String] = []
         for i in 0..<5000 {
             var input = seeds[i % seeds.count]
             // Mutate a few bytes, sometimes truncate, sometimes append noise.
@@ -71,7 +72,10 @@ struct HostileGuestTests {
             }
             if rng.next() % 4 == 0 { input = Array(input.prefix(Int(rng.next() % UInt64(input.count + 1)))) }
             if rng.next() % 4 == 0 { input += (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
-            FuzzTarget.svsmProtocol.run(input)
+            do { try FuzzTarget.svsmProtocol.run(input) } catch {
+                violations.append("sequence \(i): \(error); input \(Hex.encode(input))")
+            }
         }
+        #expect(violations.isEmpty, "\(violations.count) of 5,000 sequences broke a property; first: \(violations.prefix(3))")
     }
 }

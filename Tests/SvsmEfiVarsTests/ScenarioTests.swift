@@ -3,12 +3,36 @@ import Testing
 
 @Suite("SVSM platform: boot story and CAA relocation")
 struct ScenarioTests {
-    @Test("the caa-relocation scenario behaves as the story says", arguments: [1, 2, 8])
+    @Test("the caa-relocation scenario: the observed call_pending, RAX, EFI status and served CAA of each call", arguments: [1, 2, 8])
     func caaRelocation(_ vcpus: Int) throws {
         let (boot, steps) = try CaaRelocationScenario(vcpuCount: vcpus).run()
         #expect(boot.contains { $0.contains("REMAP_CA") })
         #expect(steps.count == (vcpus > 1 ? 5 : 4))
-        for s in steps { #expect(s.ok, "\(s.title): \(s.lines)") }
+        let firmwareCaa = Machine.firmwareCaa
+        // Through the firmware's CAA: the SVSM reads another CAA, call_pending is still 1 on
+        // resume, no RAX, no status.
+        let viaFirmware = try #require(steps[1].observations.first)
+        #expect(viaFirmware.caaUsed == firmwareCaa)
+        #expect(viaFirmware.caaServed != firmwareCaa && viaFirmware.caaServed != nil)
+        #expect(viaFirmware.callPendingAtResume == 1)
+        #expect(viaFirmware.error == .notExecuted && viaFirmware.rax == nil && viaFirmware.efiStatus == nil)
+        // Through the CAA MSR_SVSM_CAA names: the one the SVSM serves; RAX 0, EFI_SUCCESS.
+        let viaMsr = try #require(steps[2].observations.first)
+        #expect(viaMsr.caaUsed == viaMsr.caaServed && viaMsr.caaUsed != firmwareCaa)
+        #expect(viaMsr.callPendingAtResume == 0 && viaMsr.rax == 0 && viaMsr.efiStatus == .success)
+        if vcpus > 1 {
+            // Through vCPU 1's CAA on vCPU 0: not executed.
+            let migrated = try #require(steps[3].observations.first)
+            #expect(migrated.vcpu == 0 && migrated.caaUsed != migrated.caaServed)
+            #expect(migrated.callPendingAtResume == 1 && migrated.error == .notExecuted)
+        }
+        // Each vCPU through its own CAA: served, RAX 0, EFI_SUCCESS, on every vCPU.
+        let own = steps[steps.count - 1].observations
+        #expect(own.map(\.vcpu) == (0..<UInt32(vcpus)).map { $0 })
+        for o in own {
+            #expect(o.caaUsed == o.caaServed && o.callPendingAtResume == 0 && o.rax == 0 && o.efiStatus == .success, "\(o)")
+        }
+        #expect(Set(own.map(\.caaUsed)).count == vcpus)
     }
 
     @Test("boot: firmware reserves a VMSA + CAA pair per AP, never 2 MiB aligned; the OS binds its own CAAs")

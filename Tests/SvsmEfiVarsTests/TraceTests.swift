@@ -8,7 +8,7 @@ struct TraceTests {
                        error: SvsmCallError? = nil) -> SvsmCallRecord {
         var r = SvsmCallRecord(startNanoseconds: 1_000_000 + dur, durationNanoseconds: dur, apicId: vcpu, caa: GuestPhysicalAddress(0x1000),
                                call: .uefiMmRequest, input: SvsmRegisters(rax: SvsmCallId.uefiMmRequest.rax, rcx: 0x2000, rdx: 0x10000),
-                               output: SvsmRegisters(rax: 0, rcx: 0x2000, rdx: 0x10000), attempts: 1, error: error)
+                               output: SvsmRegisters(rax: 0, rcx: 0x2000, rdx: 0x10000), attempts: 1, callPendingAtResume: error == .notExecuted ? 1 : 0, error: error)
         r.mmFunction = function
         r.efiStatus = status
         return r

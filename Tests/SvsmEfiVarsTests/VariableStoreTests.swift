@@ -151,11 +151,22 @@ struct VariableStoreTests {
                 model[name] = append ? model[name]! + size : size
             }
         }
-        let used = model.reduce(0) { acc, e in acc + StoreLimits.recordSize(nameSize: e.key.utf16.count * 2 + 2, dataSize: e.value) }
+        let used = model.reduce(0) { acc, e in acc + Self.edk2RecordSize(nameSize: e.key.utf16.count * 2 + 2, dataSize: e.value) }
         guard case .success(let info) = s.queryVariableInfo(7) else { Issue.record("query failed"); return }
         #expect(info.maximumVariableStorageSize == 0x3ff9c)
         #expect(info.remainingVariableStorageSize == UInt64(0x3ff9c - used))
         #expect(info.maximumVariableSize == UInt64(min(0x8400 - 60, 0x3ff9c - used - 60)))
+    }
+
+    /// edk2's space for one variable, written down from its layout rather than taken from
+    /// the implementation: sizeof(AUTHENTICATED_VARIABLE_HEADER) = StartId 2 + State 1 +
+    /// Reserved 1 + Attributes 4 + MonotonicCount 8 + TimeStamp 16 + PubKeyIndex 4 +
+    /// NameSize 4 + DataSize 4 + VendorGuid 16 = 60 bytes, then the name and the data, the
+    /// whole rounded up to HEADER_ALIGN = 4 on x86 (MdeModulePkg/Include/Guid/VariableFormat.h).
+    static func edk2RecordSize(nameSize: Int, dataSize: Int) -> Int {
+        let header = 2 + 1 + 1 + 4 + 8 + 16 + 4 + 4 + 4 + 16
+        let unaligned = header + nameSize + dataSize
+        return unaligned % 4 == 0 ? unaligned : unaligned + (4 - unaligned % 4)
     }
 
     @Test("a full store answers EFI_OUT_OF_RESOURCES and stays usable")
@@ -246,7 +257,9 @@ struct LangAndHwErrTests {
         #expect(s.setVariable(VariableKey("NotHwErr", .hardwareErrorVariable), attributes: hr, data: [1]) == .invalidParameter)
         guard case .success(let info) = s.queryVariableInfo(hr) else { Issue.record("QVI"); return }
         #expect(info.maximumVariableStorageSize == 0x300)
-        #expect(info.remainingVariableStorageSize == UInt64(0x300 - 2 * StoreLimits.recordSize(nameSize: 26, dataSize: 200)))
+        // Each record: HEADER_ALIGN(60 + 26 + 200) = 288 bytes ("HwErrRec0001" is 12
+        // CHAR16 + NUL = 26 bytes); two of them leave 0x300 - 576 = 192.
+        #expect(info.remainingVariableStorageSize == 192)
         // The common pool is untouched by HR records.
         guard case .success(let common) = s.queryVariableInfo(7) else { Issue.record("QVI"); return }
         #expect(common.remainingVariableStorageSize == common.maximumVariableStorageSize)

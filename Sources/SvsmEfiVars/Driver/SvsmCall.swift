@@ -31,6 +31,9 @@ public struct SvsmCallRecord: Sendable {
     public var input: SvsmRegisters
     public var output: SvsmRegisters
     public var attempts: Int
+    /// call_pending as the guest's xchg found it when the vCPU resumed (last attempt):
+    /// 0 when the SVSM took the call, 1 when it never ran it.
+    public var callPendingAtResume: UInt8
     public var error: SvsmCallError?
     /// For protocol 4: the MM function and the EFI status in the message.
     public var mmFunction: SmmVariableFunction?
@@ -75,15 +78,17 @@ public struct SvsmCallTransport: Sendable {
         let start = DispatchTime.now().uptimeNanoseconds
         var attempts = 0
         var output = SvsmRegisters()
+        var pending: UInt8 = 0
         var failure: SvsmCallError?
         while true {
             attempts += 1
             do {
-                output = try msrProtocol(input, on: vcpu, caa: caa)
+                (output, pending) = try msrProtocol(input, on: vcpu, caa: caa)
             } catch {
                 failure = error
                 break
             }
+            guard pending == 0 else { failure = .notExecuted; break }
             let result = SvsmResultCode(rawValue: UInt32(truncatingIfNeeded: output.rax))
             if output.rax == 0 { break }
             if result == .incomplete || result == .busy {
@@ -96,7 +101,7 @@ public struct SvsmCallTransport: Sendable {
         if let o = observer {
             var record = SvsmCallRecord(startNanoseconds: start, durationNanoseconds: DispatchTime.now().uptimeNanoseconds - start,
                                         apicId: vcpu.apicId, caa: caa, call: call, input: input, output: output,
-                                        attempts: attempts, error: failure)
+                                        attempts: attempts, callPendingAtResume: pending, error: failure)
             annotate?(&record)
             o.svsmCallCompleted(record)
         }
@@ -105,16 +110,16 @@ public struct SvsmCallTransport: Sendable {
     }
 
     /// `svsm_perform_msr_protocol`: save the GHCB MSR, request VMPL0, issue the call, check
-    /// the response, restore the MSR.
-    func msrProtocol(_ input: SvsmRegisters, on vcpu: Vcpu, caa: GuestPhysicalAddress) throws(SvsmCallError) -> SvsmRegisters {
+    /// the response, restore the MSR. Returns the registers and call_pending as found on
+    /// resume (non-zero: not executed).
+    func msrProtocol(_ input: SvsmRegisters, on vcpu: Vcpu, caa: GuestPhysicalAddress) throws(SvsmCallError) -> (SvsmRegisters, UInt8) {
         let saved = vcpu.ghcbMsr
         vcpu.ghcbMsr = GhcbMsr.vmplRequest(level: 0)
         let (pending, output) = issue(input, on: vcpu, caa: caa)
         let response = vcpu.ghcbMsr
         vcpu.ghcbMsr = saved
         guard response & 0xfff == GhcbMsr.vmplResponse, response >> 32 == 0 else { throw .badGhcbResponse(response) }
-        guard pending == 0 else { throw .notExecuted }
-        return output
+        return (output, pending)
     }
 
     /// `svsm_issue_call`: registers in, call_pending = 1, VMGEXIT, xchg(call_pending, 0),

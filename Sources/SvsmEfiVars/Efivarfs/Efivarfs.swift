@@ -136,7 +136,8 @@ public final class Efivarfs: @unchecked Sendable {
         }
     }
 
-    /// Directory listing: (name, ino) of every name, in no particular order.
+    /// Directory listing: (name, ino) of every name, newest inode first (the order is
+    /// stable for a directory snapshot; the kernel's dcache order is not modelled).
     public func list() -> [([UInt8], UInt64)] {
         table.withLock { t in t.byName.values.sorted { $0.ino > $1.ino }.map { ($0.fileName, $0.ino) } }
     }
@@ -338,6 +339,20 @@ public final class Efivarfs: @unchecked Sendable {
             n.immutable = wantImmutable
             n.ctime = EfivarfsNode.now()
         }
+    }
+
+    // MARK: extended attributes
+
+    /// setxattr(2) and removexattr(2): the VFS refuses any xattr write on an immutable inode
+    /// with EPERM before the filesystem is asked (fs/xattr.c `xattr_permission` →
+    /// `may_write_xattr`); efivarfs has no xattr handlers, so everything else is
+    /// EOPNOTSUPP. (Through FUSE the kernel does not know the flag, so it is decided here.)
+    public func writeXattr(_ ino: UInt64) throws(Errno) -> Never {
+        if ino != Efivarfs.rootIno {
+            let n = try node(ino)
+            if table.withLock({ _ in n.immutable }) { throw .notPermitted }
+        }
+        throw .notSupported
     }
 
     // MARK: statfs

@@ -49,7 +49,7 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Size of the non-volatile variable store in bytes (default 0x3ffb8, a 4M OVMF_VARS.fd's). Larger stores do not fit an fd export.", valueName: "bytes"))
     var nvStoreSize: Int?
 
-    @Option(name: .customLong("from-fd"), help: ArgumentHelp("Serve this OVMF_VARS.fd live: every change is written back to it (atomically, same size).", valueName: "file"))
+    @Option(name: .customLong("from-fd"), help: ArgumentHelp("Serve this OVMF_VARS.fd live: every change is written into it in place, as edk2 writes its flash (records appended, State bits flipped, a reclaim rewrites it when full); it keeps its size.", valueName: "file"))
     var fromFd: String?
 
     @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))

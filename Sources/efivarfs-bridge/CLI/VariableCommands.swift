@@ -217,14 +217,16 @@ struct InfoCommand: DriverCommand {
             return (i, byte("SecureBoot"), byte("SetupMode"), hasPk)
         }
         let target = machine.storeDirectory ?? machine.liveFd ?? machine.liveJson
-        let persistent = target != nil
+        // Only what the model knows: COCONUT's manifest flag secureboot_enabled is "PK
+        // exists" (uefi_mm_get_manifest), which the store answers; the other two flags
+        // depend on the SVSM build and are not modelled here.
         if json {
             let q = infos.map { n, v in
                 "\"\(n)\":" + (v.map { "{\"maximum_storage\":\($0.maximumVariableStorageSize),\"remaining_storage\":\($0.remainingVariableStorageSize),\"maximum_variable\":\($0.maximumVariableSize)}" } ?? "null")
             }.joined(separator: ",")
             out.print("{\"query_variable_info\":{\(q)},\"payload_size\":\(m.driver.maxPayloadSize),\"vcpus\":\(m.vcpus.count),"
                   + "\"secure_boot\":\(sb ?? 0),\"setup_mode\":\(setup ?? 0),"
-                  + "\"manifest\":{\"persistent_nv_vars\":\(persistent),\"secureboot_enabled\":\(pk),\"secureboot_db_update\":true},"
+                  + "\"manifest\":{\"secureboot_enabled\":\(pk),\"source\":\"derived from the store: PK present\",\"not_modelled\":[\"persistent_nv_vars\",\"secureboot_db_update\"]},"
                   + "\"store\":\(target.map(jsonString) ?? "null")}")
         } else {
             for (n, v) in infos {
@@ -233,7 +235,7 @@ struct InfoCommand: DriverCommand {
             }
             out.print("MM payload size: \(m.driver.maxPayloadSize) bytes\nvCPUs: \(m.vcpus.count)")
             out.print("SecureBoot: \(sb ?? 0), SetupMode: \(setup ?? 0)")
-            out.print("UEFI-MM manifest: persistent_nv_vars=\(persistent) secureboot_enabled=\(pk) secureboot_db_update=true")
+            out.print("UEFI-MM manifest: secureboot_enabled=\(pk) (derived from the store: PK present); persistent_nv_vars and secureboot_db_update: not modelled")
             out.print("store: \(target ?? "(memory only)")")
         }
         return out

@@ -236,12 +236,16 @@ final class FuseAdapter: @unchecked Sendable {
             v.f_namemax = UInt(s.nameMax)
             fuse_reply_statfs(req, &v)
         }
-        ops.setxattr = { req, _, _, _, _, _ in FuseAdapter.reply(req, .notSupported) }
+        ops.setxattr = { req, ino, _, _, _, _ in
+            do { try FuseAdapter.from(req).fs.writeXattr(UInt64(ino)) } catch { FuseAdapter.reply(req, error) }
+        }
         ops.getxattr = { req, _, _, _ in FuseAdapter.reply(req, .notSupported) }
         ops.listxattr = { req, _, size in
             if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
         }
-        ops.removexattr = { req, _, _ in FuseAdapter.reply(req, .notSupported) }
+        ops.removexattr = { req, ino, _ in
+            do { try FuseAdapter.from(req).fs.writeXattr(UInt64(ino)) } catch { FuseAdapter.reply(req, error) }
+        }
         ops.ioctl = { req, ino, cmd, _, _, flags, inBuf, inSize, outSize in
             FuseAdapter.from(req).ioctl(req, UInt64(ino), UInt(cmd), inBuf, inSize, outSize)
         }

@@ -21,6 +21,8 @@ attempts=$work/attempts    # every value about to be written, appended before th
 mkdir -p "$mnt"
 : > "$acked"
 if [ "$kind" = fd ]; then
+	# Fails at once when the template is missing, instead of mounting nothing 20 times.
+	[ -f /usr/share/OVMF/OVMF_VARS_4M.fd ] || { echo "missing /usr/share/OVMF/OVMF_VARS_4M.fd (Debian package ovmf; bash scripts/setup.sh)"; exit 2; }
 	cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/OVMF_VARS.fd"
 	storeargs=(--from-fd "$work/OVMF_VARS.fd")
 else
@@ -39,7 +41,15 @@ for round in $(seq 1 "$rounds"); do
 	: > "$attempts"
 	"$bin" mount --foreground "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
-	for _ in $(seq 1500); do grep -q " $mnt " /proc/mounts && break; sleep 0.02; done
+	for _ in $(seq 1500); do
+		grep -q " $mnt " /proc/mounts && break
+		# A bridge that exited will never mount: stop the harness with its message.
+		if ! kill -0 "$pid" 2>/dev/null; then
+			echo "round $round: the bridge exited before mounting:"; tail -5 "$work/bridge.err"
+			exit 2
+		fi
+		sleep 0.02
+	done
 	# Never write before the mount is up: the writes would land in the bare directory.
 	if ! grep -q " $mnt " /proc/mounts; then
 		echo "round $round: the bridge did not mount within 30 s"; failures=$((failures + 1))
