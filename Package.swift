@@ -1,6 +1,14 @@
 // swift-tools-version:6.1
 import PackageDescription
 
+// One target per layer of the real system; a target imports only what sits below it, so a
+// forbidden import fails the build. ARCHITECTURE.md draws this graph.
+//
+//   EfiTypes ─┬─ SvsmAbi ── Hardware ─┬─ Guest ── Driver ── Efivarfs ── EfivarfsFuse
+//             │                       ├─ Host
+//             │                       └─ Svsm
+//             └─ MmWire ─────────────────┴─ (Guest, Svsm) ; VariableService ← MmWire
+//   Platform: wires Guest, Driver, Host, Svsm and VariableService into a booted machine.
 let package = Package(
     name: "efivarfs-bridge",
     platforms: [.macOS(.v15)],
@@ -15,54 +23,66 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
-        .systemLibrary(
-            name: "CFuse",
-            pkgConfig: "fuse3",
-            providers: [.apt(["libfuse3-dev"])]
-        ),
-        .systemLibrary(
-            name: "CCrypto",
-            pkgConfig: "libcrypto",
-            providers: [.apt(["libssl-dev"])]
-        ),
-        .target(
-            name: "SvsmEfiVars",
-            dependencies: [
-                "CCrypto",
-                .product(name: "OrderedCollections", package: "swift-collections"),
-            ]
-        ),
+        .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
+        // prctl for the background server (variadic in C, so not callable from Swift).
+        .target(name: "CProcess"),
+        // The FUSE worker pool and its shutdown, in C: signals, libfuse's session, fusectl.
+        .target(name: "CFuseServer", dependencies: ["CFuse"], linkerSettings: [.linkedLibrary("fuse3")]),
+        // PKCS#7 and X.509 through OpenSSL's libcrypto: the C side of AuthVariableLib's checks.
+        .target(name: "CCrypto", linkerSettings: [.linkedLibrary("crypto")]),
+
+        // EFI_GUID, EFI_STATUS, attributes, UCS-2 names, the variable key, byte coding, locks.
+        .target(name: "EfiTypes"),
+        // The SVSM call ABI: registers, call and result codes, CAA, VMSA and secrets-page layouts.
+        .target(name: "SvsmAbi", dependencies: ["EfiTypes"]),
+        // What the hardware provides: guest-physical memory and the vCPU's register file,
+        // VMGEXIT and the run of VMPL0.
+        .target(name: "Hardware", dependencies: ["SvsmAbi"]),
+        // The MM communicate wire format, the result types the driver and the service both
+        // speak, and the MM service interface every SVSM variable store implements.
+        .target(name: "MmWire", dependencies: ["EfiTypes"]),
+        // The guest OS: its vCPUs and per-CPU CAAs, its page allocator, the SVSM call.
+        .target(name: "Guest", dependencies: ["Hardware", "MmWire"]),
+        // The modelled Linux driver: efivar operations over protocol 4.
+        .target(name: "Driver", dependencies: ["Guest"]),
+        // Linux efivarfs semantics over the driver.
+        .target(name: "Efivarfs", dependencies: ["Driver"]),
+        // The untrusted host: VMGEXIT handling and its faults.
+        .target(name: "Host", dependencies: ["Hardware"]),
+        // The SVSM at VMPL0: registry, request loop, core protocol, protocol 4.
+        .target(name: "Svsm", dependencies: ["Hardware", "MmWire"]),
+        // The UEFI variable service behind protocol 4: store, authenticated variables,
+        // variable files, persistence.
+        .target(name: "VariableService", dependencies: [
+            "MmWire", "CCrypto",
+            .product(name: "OrderedCollections", package: "swift-collections"),
+        ]),
+        // Traces and statistics of SVSM calls.
+        .target(name: "Trace", dependencies: ["Guest"]),
+        // A booted machine: the SVSM launched, firmware and OS boots replayed, the driver probed.
+        .target(name: "Platform", dependencies: ["Driver", "Efivarfs", "Host", "Svsm", "VariableService", "Trace"]),
+        // Everything above as one library product.
+        .target(name: "SvsmEfiVars", dependencies: ["Platform"]),
+        // The libfuse3 adapter: type conversion and FUSE settings only.
+        .target(name: "EfivarfsFuse", dependencies: ["Efivarfs", "CFuse", "CFuseServer"]),
         .executableTarget(
             name: "efivarfs-bridge",
             dependencies: [
-                "CFuse",
-                "SvsmEfiVars",
+                "Platform", "EfivarfsFuse", "CProcess",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
-        // The fuzz targets of issue #10 (Fuzz/README.md): a library the unit tests replay the
-        // seed corpora through, and the executable libFuzzer links against.
-        .target(
-            name: "FuzzTargets",
-            dependencies: ["SvsmEfiVars"]
-        ),
-        .executableTarget(
-            name: "efivarfs-fuzz",
-            dependencies: ["FuzzTargets"]
-        ),
-        // What the tests need from the machine, checked before they start.
-        .target(
-            name: "TestSupport",
-            path: "Tests/TestSupport"
-        ),
-        .testTarget(
-            name: "SvsmEfiVarsTests",
-            dependencies: ["SvsmEfiVars", "FuzzTargets", "TestSupport"]
-        ),
+        // The fuzz targets: a library the unit tests replay the seed corpora through, and
+        // the executable libFuzzer links against (Fuzz/run.sh).
+        .target(name: "FuzzTargets", dependencies: ["SvsmEfiVars"]),
+        .executableTarget(name: "efivarfs-fuzz", dependencies: ["FuzzTargets"]),
+        // What the tests need from the machine, checked before they start; test-only checkers.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
+        .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["SvsmEfiVars", "TestSupport"],
+            dependencies: ["Platform", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],

@@ -30,8 +30,10 @@ final class EfivarfsWriteTarget: Sendable {
     func run(_ data: [UInt8]) throws(PropertyViolation) {
         var input = FuzzInput(data)
         let name = input.block()
+        let root = Efivarfs.Caller(uid: 0, gid: 0)
         let node: NodeAttributes
-        do { node = try fs.create(name, mode: 0o644) } catch {
+        let handle: UInt64?
+        do { (node, handle) = try fs.create(name, mode: 0o644, caller: root) } catch {
             try require(Self.createErrors.contains(error), "create answered \(error)")
             return
         }
@@ -49,7 +51,7 @@ final class EfivarfsWriteTarget: Sendable {
             let raw = buffer.loadLE(UInt32.self, at: 0)
             if firstWrite && buffer.count > 4 && raw & VariableAttributes.appendWrite.rawValue == 0 {
                 let back: [UInt8]
-                do { back = try fs.read(node.ino, offset: 0, count: 1 << 20, uid: 0) } catch {
+                do { back = try fs.read(node.ino, handle: handle, offset: 0, count: 1 << 20, caller: root) } catch {
                     try require(Self.writeErrors.contains(error), "reading back answered \(error)")
                     continue
                 }
@@ -60,9 +62,9 @@ final class EfivarfsWriteTarget: Sendable {
             firstWrite = false
         }
         // Clean up: the creating descriptor closes; whatever was stored goes.
-        fs.release(node.ino)
-        if (try? fs.getFlags(node.ino)).map({ $0 & Efivarfs.immutableFlag != 0 }) == true {
-            try? fs.setFlags(node.ino, 0, callerUid: 0, privileged: true)
+        if let handle { fs.release(handle: handle) }
+        if (try? fs.isImmutable(node.ino)) == true {
+            _ = try? fs.ioctl(node.ino, .setFlags, input: [0, 0, 0, 0], outputSize: 0, caller: root)
         }
         try? fs.unlink(name)
         fs.forget(node.ino, count: 1)

@@ -22,8 +22,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
     static let firmwareCaa = GuestPhysicalAddress(0xA000)
     static let bufferBase: UInt64 = 0x4_0000
 
-    let memory = GuestMemory(ramSize: SvsmProtocolTarget.ramSize, svsmRegion: SvsmProtocolTarget.svsmRegion,
-                             firstAllocatable: 0x1_0000)
+    let memory = GuestMemory(ramSize: SvsmProtocolTarget.ramSize, svsmRegion: SvsmProtocolTarget.svsmRegion)
     /// What guest RAM must hold if the SVSM wrote nothing it should not have.
     var shadow: [UInt8]
     /// Pages written during the last input, zeroed before the next one.
@@ -38,7 +37,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
     func run(_ data: [UInt8]) throws(PropertyViolation) {
         reset()
         let service = VariableService(store: base)
-        let svsm = Svsm(memory: memory, mmHandler: service)
+        let svsm = Svsm(memory: memory, mmService: service)
         do { try svsm.launch(bootVmsa: Self.bootVmsa, firmwareCaa: Self.firmwareCaa) } catch { fatalError("launch: \(error)") }
         var input = FuzzInput(data)
         var calls = 0

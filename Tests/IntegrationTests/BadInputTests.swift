@@ -19,7 +19,7 @@ struct BadInputTests {
         ("--nv-store-size 12", usage, "--nv-store-size must be between 4 KiB and 1 GiB"),
         ("--fuse-threads 0", usage, "--fuse-threads must be between 1 and 1024"),
         ("--log-level loud", usage, "--log-level must be one of"),
-        ("--from-fd /nonexistent.fd", 1, "/nonexistent.fd: file: cannot read it"),
+        ("--from-fd /nonexistent.fd", 1, "/nonexistent.fd: file: No such file or directory"),
         ("--from-json /etc/passwd", 1, "/etc/passwd: top level: not a JSON object"),
     ])
     func badMountOptions(_ args: String, _ code: Int32, _ message: String) {
@@ -43,7 +43,7 @@ struct BadInputTests {
     func badCliArguments(_ args: String, _ code: Int32, _ message: String) throws {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
-        let before = Shell.run("'\(Bridge.binary)' list --store '\(tmp)/s'")
+        let before = Shell.run("'\(Bridge.binary)' list --create --store '\(tmp)/s'")
         try #require(before.status == 0, "\(before.err)")
         let r = Shell.run("'\(Bridge.binary)' \(args) --store '\(tmp)/s'")
         #expect(r.status == code, "\(r.err)")

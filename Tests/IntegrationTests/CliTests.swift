@@ -10,6 +10,7 @@ struct CliTests {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let s = "--store '\(tmp)/store'"
+        try #require(cli("list --create \(s)").status == 0, "a scripting command makes a new store when told to")
         #expect(cli("list \(s)").out.contains("BootOrder-\(globalGuid)"))
         let list = try JSONSerialization.jsonObject(with: Data(cli("list --json \(s)").out.utf8)) as? [[String: Any]]
         #expect(list?.contains { $0["name"] as? String == "Timeout" && $0["attributes"] as? Int == 7 && $0["size"] as? Int == 2 } == true)
@@ -54,6 +55,7 @@ struct CliTests {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let s = "--store '\(tmp)/store'"
+        try #require(cli("list --create \(s)").status == 0, "a scripting command makes a new store when told to")
         #expect(cli("get Nope-global \(s)").status == 3)
         #expect(cli("delete Nope-\(testGuid) \(s)").status == 3)
         let refused = cli("set SecureBoot-global --attributes bs,rt --hex 01 \(s)")

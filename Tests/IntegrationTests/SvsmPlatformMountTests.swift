@@ -17,7 +17,7 @@ struct SvsmPlatformMountTests {
     func scenarioCommand() {
         let r = Shell.run("'\(Bridge.binary)' scenario caa-relocation --vcpus 4")
         #expect(r.status == 0, "\(r.out)\(r.err)")
-        #expect(r.out.contains("xchg(call_pending, 0) returned 1"))
+        #expect(r.out.contains("xchg(call_pending, 0) on resume returned 1"))
         #expect(r.out.contains("RDMSR 0xC001F000"))
         #expect(r.out.contains("5 of 5 steps behaved as expected"))
         #expect(Shell.run("'\(Bridge.binary)' scenario caa-relocation --vcpus 0").status != 0)

@@ -122,7 +122,7 @@ struct VariableFileTests {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         Shell.run("cd '\(tmp)' && cp '\(Self.ovmf)/OVMF_VARS_4M.ms.fd' . && { \(make); } 2>/dev/null")
-        try #require(cli("set Keep-\(testGuid) --attributes 7 --ascii k --store '\(tmp)/store'").status == 0)
+        try #require(cli("set Keep-\(testGuid) --attributes 7 --ascii k --create --store '\(tmp)/store'").status == 0)
         let before = Shell.run("md5sum '\(tmp)/bad'").out
         let r = cli("import '\(tmp)/bad' --store '\(tmp)/store'")
         #expect(r.status != 0 && r.err.contains(expected) && r.err.contains("/bad"), "\(label): \(r.err)")
@@ -136,6 +136,7 @@ struct VariableFileTests {
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let s = "--store '\(tmp)/store'"
+        try #require(cli("list --create \(s)").status == 0)
         for i in 0..<4 {
             #expect(cli("set Big\(i)-\(testGuid) --attributes nv,bs,rt --hex \(String(repeating: "ab", count: 16000)) \(s)").status == 0)
         }

@@ -1,5 +1,16 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("efivarfs semantics")
 struct EfivarfsTests {
@@ -109,30 +120,30 @@ struct EfivarfsOverDriverTests {
     func createReadRelease() throws {
         let (m, fs) = try Self.fs()
         let n = Self.name("Fresh-\(Self.guid)")
-        let a = try fs.create(n, mode: 0o600)
+        let (a, h) = try fs.create(n, mode: 0o600, caller: .root)
         #expect(a.size == 0 && a.mode == 0o600)
-        #expect(try fs.read(a.ino, offset: 0, count: 4, uid: 0) == [])
-        #expect(m.service.withStore { $0.find(VariableKey("Fresh", EfiGuid(Self.guid)!)) } == nil)
-        fs.release(a.ino)
+        #expect(try fs.read(a.ino, handle: h, offset: 0, count: 4, caller: .root) == [])
+        #expect(m.read(VariableKey("Fresh", EfiGuid(Self.guid)!)) == .error(.notFound))
+        fs.release(handle: h!)
         #expect(throws: Errno.noSuchFile) { try fs.lookup(n) }
     }
 
     @Test("write: short → EINVAL, bad bits → EINVAL, commit, size from a fresh GetVariable, delete by a 4-byte write")
     func writes() throws {
         let (m, fs) = try Self.fs()
-        let a = try fs.create(Self.name("W-\(Self.guid)"), mode: 0o644)
+        let (a, h) = try fs.create(Self.name("W-\(Self.guid)"), mode: 0o644, caller: .root)
         #expect(throws: Errno.invalidArgument) { try fs.write(a.ino, [7, 0, 0]) }
         #expect(throws: Errno.invalidArgument) { try fs.write(a.ino, [0x87, 0, 0, 0, 1]) }
         #expect(try fs.write(a.ino, [7, 0, 0, 0, 0x41, 0x42]) == 6)
         #expect(try fs.getattr(a.ino).size == 6)
         #expect(try fs.write(a.ino, [0x47, 0, 0, 0, 0x43]) == 5)  // APPEND_WRITE
-        #expect(try fs.read(a.ino, offset: 0, count: 100, uid: 0) == [7, 0, 0, 0, 0x41, 0x42, 0x43])
-        #expect(try fs.read(a.ino, offset: 5, count: 100, uid: 0) == [0x42, 0x43])
+        #expect(try fs.read(a.ino, handle: h, offset: 0, count: 100, caller: .root) == [7, 0, 0, 0, 0x41, 0x42, 0x43])
+        #expect(try fs.read(a.ino, handle: h, offset: 5, count: 100, caller: .root) == [0x42, 0x43])
         #expect(try fs.getattr(a.ino).size == 7)
         #expect(try fs.write(a.ino, [7, 0, 0, 0]) == 4)  // deletes
         #expect(try fs.getattr(a.ino).size == 0)
-        #expect(try fs.read(a.ino, offset: 0, count: 10, uid: 0) == [])
-        fs.release(a.ino)
+        #expect(try fs.read(a.ino, handle: nil, offset: 0, count: 10, caller: .root) == [])
+        fs.release(handle: h!)
         #expect(throws: Errno.noSuchFile) { try fs.lookup(Self.name("W-\(Self.guid)")) }
         withExtendedLifetime(m) {}
     }
@@ -140,7 +151,7 @@ struct EfivarfsOverDriverTests {
     @Test("a write NOT_FOUND becomes EIO (deleting what does not exist)")
     func notFoundIsEIO() throws {
         let (_, fs) = try Self.fs()
-        let a = try fs.create(Self.name("Ghost-\(Self.guid)"), mode: 0o644)
+        let (a, _) = try fs.create(Self.name("Ghost-\(Self.guid)"), mode: 0o644, caller: .root)
         #expect(throws: Errno.ioError) { try fs.write(a.ino, [7, 0, 0, 0]) }
     }
 
@@ -157,22 +168,22 @@ struct EfivarfsOverDriverTests {
     func unlinkSemantics() throws {
         let (m, fs) = try Self.fs()
         let n = Self.name("U-\(Self.guid)")
-        let a = try fs.create(n, mode: 0o644)
+        let (a, _) = try fs.create(n, mode: 0o644, caller: .root)
         _ = try fs.write(a.ino, [7, 0, 0, 0, 1])
         #expect(throws: Errno.notPermitted) { try fs.unlink(n) }  // vendor GUID: immutable
-        try fs.setFlags(a.ino, 0, callerUid: 0, privileged: true)
+        try fs.setFlagsForTest(a.ino, 0, caller: .root)
         try fs.unlink(n)
-        #expect(try fs.read(a.ino, offset: 0, count: 10, uid: 0) == [])
-        #expect(m.service.withStore { $0.find(VariableKey("U", EfiGuid(Self.guid)!)) } == nil)
+        #expect(try fs.read(a.ino, handle: nil, offset: 0, count: 10, caller: .root) == [])
+        #expect(m.read(VariableKey("U", EfiGuid(Self.guid)!)) == .error(.notFound))
         #expect(throws: Errno.noSuchFile) { try fs.lookup(n) }
     }
 
     @Test("create errors: EINVAL for a malformed name, EPERM for the random-seed GUID, EEXIST for an existing name")
     func createErrors() throws {
         let (_, fs) = try Self.fs()
-        #expect(throws: Errno.invalidArgument) { try fs.create(Self.name("foo"), mode: 0o644) }
-        #expect(throws: Errno.notPermitted) { try fs.create(Self.name("Seed-1ce1e5bc-7ceb-42f2-81e5-8aadf180f57b"), mode: 0o644) }
-        #expect(throws: Errno.fileExists) { try fs.create(Self.name("BootOrder-8BE4DF61-93CA-11D2-AA0D-00E098032B8C"), mode: 0o644) }
+        #expect(throws: Errno.invalidArgument) { try fs.create(Self.name("foo"), mode: 0o644, caller: .root) }
+        #expect(throws: Errno.notPermitted) { try fs.create(Self.name("Seed-1ce1e5bc-7ceb-42f2-81e5-8aadf180f57b"), mode: 0o644, caller: .root) }
+        #expect(throws: Errno.fileExists) { try fs.create(Self.name("BootOrder-8BE4DF61-93CA-11D2-AA0D-00E098032B8C"), mode: 0o644, caller: .root) }
         #expect(throws: Errno.noSuchFile) { try fs.lookup(Self.name("foo")) }
     }
 
@@ -192,17 +203,19 @@ struct EfivarfsOverDriverTests {
     func flags() throws {
         let (_, fs) = try Self.fs()
         let osi = try fs.lookup(Self.name("OsIndicationsSupported-8be4df61-93ca-11d2-aa0d-00e098032b8c"))
-        #expect(try fs.getFlags(osi.ino) == 0x10)
-        #expect(throws: Errno.notPermitted) { try fs.setFlags(osi.ino, 0, callerUid: 1000, privileged: false) }
-        #expect(throws: Errno.notSupported) { try fs.setFlags(osi.ino, 0x10 | 0x20, callerUid: 0, privileged: true) }
-        #expect(throws: Errno.noTTY) { try fs.getFlags(Efivarfs.rootIno) }
+        #expect(try fs.flagsForTest(osi.ino) == 0x10)
+        #expect(throws: Errno.notPermitted) { try fs.setFlagsForTest(osi.ino, 0, caller: Efivarfs.Caller(uid: 1000, gid: 1000)) }
+        #expect(throws: Errno.notSupported) { try fs.setFlagsForTest(osi.ino, 0x10 | 0x20, caller: .root) }
+        #expect(throws: Errno.noTTY) { try fs.flagsForTest(Efivarfs.rootIno) }
     }
 
     @Test("statfs: f_bsize 1, blocks from QueryVariableInfo(NV|BS|RT), f_bavail less 5120")
     func statfs() throws {
         let (m, fs) = try Self.fs()
         let s = fs.statfs()
-        guard case .success(let info) = m.service.withStore({ $0.queryVariableInfo(7) }) else { Issue.record("query"); return }
+        guard case .success(let info)? = try? m.driver.onCpu({ (cpu) throws(SvsmCallError) in try cpu.queryVariableInfo(attributes: 7) }) else {
+            Issue.record("query"); return
+        }
         #expect(s.blockSize == 1 && s.nameMax == 255)
         #expect(s.blocks == info.maximumVariableStorageSize && s.blocksFree == info.remainingVariableStorageSize)
         #expect(s.blocksAvailable == info.remainingVariableStorageSize - 5120)
@@ -226,5 +239,29 @@ struct ReadRateLimitTests {
         #expect(clock.sleeps.count == 20 && clock.sleeps.allSatisfy { $0 == 50_000 })
         // Another uid has its own budget.
         #expect(limiter.tryAcquire(uid: 1001))
+    }
+}
+
+extension Efivarfs.Caller {
+    static let root = Efivarfs.Caller(uid: 0, gid: 0)
+}
+
+extension Efivarfs {
+    /// FS_IOC_GETFLAGS as the ioctl answers it.
+    func flagsForTest(_ ino: UInt64) throws(Errno) -> UInt32 {
+        try ioctl(ino, .getFlags, input: [], outputSize: 4, caller: .root).loadLE(UInt32.self, at: 0)
+    }
+    /// FS_IOC_SETFLAGS as the ioctl takes it.
+    func setFlagsForTest(_ ino: UInt64, _ flags: UInt32, caller: Caller) throws(Errno) {
+        var b = [UInt8](repeating: 0, count: 4)
+        b.storeLE(flags, at: 0)
+        _ = try ioctl(ino, .setFlags, input: b, outputSize: 0, caller: caller)
+    }
+}
+
+extension Machine {
+    /// A whole variable as the driver reads it.
+    func read(_ key: VariableKey) -> GetVariableResult? {
+        try? driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.readVariable(key) }
     }
 }

@@ -1,11 +1,24 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 /// A bare platform: guest memory, an SVSM with a variable service, one launched boot vCPU.
 struct SvsmFixture {
     let memory: GuestMemory
+    let allocator: PageAllocator
     let service: VariableService
     let svsm: Svsm
+    let processor: Processor
     let hypervisor: Hypervisor
     let transport: SvsmCallTransport
     let bsp: Vcpu
@@ -14,10 +27,13 @@ struct SvsmFixture {
 
     init(store: VariableStore = VariableStore(), faults: FaultPlan = FaultPlan(), maxRetries: Int = 4) {
         memory = GuestMemory()
+        allocator = PageAllocator(memory: memory)
         service = VariableService(store: store)
-        svsm = Svsm(memory: memory, mmHandler: service)
-        hypervisor = Hypervisor(memory: memory, svsm: svsm, faults: faults)
-        transport = SvsmCallTransport(memory: memory, hypervisor: hypervisor, maxRetries: maxRetries)
+        svsm = Svsm(memory: memory, mmService: service)
+        svsm.injectFaults(faults.svsm)
+        processor = Processor(memory: memory, vmpl0: svsm)
+        hypervisor = Hypervisor(faults: faults.host)
+        transport = SvsmCallTransport(processor: processor, hypervisor: hypervisor, maxRetries: maxRetries)
         try! svsm.launch(bootVmsa: SvsmFixture.bootVmsa, firmwareCaa: SvsmFixture.caa)
         bsp = Vcpu(apicId: 0, vmsa: SvsmFixture.bootVmsa, caa: SvsmFixture.caa)
     }
@@ -28,15 +44,15 @@ struct SvsmFixture {
             let out = try transport.perform(id, rcx: rcx, rdx: rdx, r8: r8, on: bsp, caa: bsp.svsmCaa)
             return (.success, out)
         } catch {
-            if case .failed(let r) = error { return (r, bsp.registers) }
+            if case .failed(let r) = error { return (r, bsp.cpu.registers) }
             Issue.record("unexpected call failure \(error)")
-            return (.invalidRequest, bsp.registers)
+            return (.invalidRequest, bsp.cpu.registers)
         }
     }
 
     /// A page-aligned MM buffer holding `bytes`.
     func buffer(_ bytes: [UInt8], pages: Int = 16) -> GuestPhysicalAddress {
-        let gpa = try! memory.allocatePages(pages)
+        let gpa = try! allocator.allocatePages(pages)
         try! memory.write(gpa, bytes)
         return gpa
     }

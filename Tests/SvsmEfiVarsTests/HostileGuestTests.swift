@@ -1,7 +1,18 @@
 import Foundation
 import FuzzTargets
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 /// Issue #10, hostile-guest properties: whatever the guest hands the SVSM, the SVSM writes
 /// nothing outside the request's buffer and answers with COCONUT's code.
@@ -10,7 +21,7 @@ struct HostileGuestTests {
     /// A second vCPU whose VMSA and CAA are guest pages right after a 1-page MM buffer.
     static func fixtureWithAp() throws -> (SvsmFixture, buffer: GuestPhysicalAddress, vmsa: GuestPhysicalAddress, caa: GuestPhysicalAddress) {
         let f = SvsmFixture()
-        let buffer = try f.memory.allocatePages(3)
+        let buffer = try f.allocator.allocatePages(3)
         let vmsa = buffer.advanced(by: 4096), caa = buffer.advanced(by: 8192)
         try f.memory.writeU8(vmsa.advanced(by: VmsaLayout.vmpl), 2)
         try f.memory.writeU64(vmsa.advanced(by: VmsaLayout.efer), VmsaLayout.eferSvme)
@@ -49,7 +60,7 @@ struct HostileGuestTests {
     @Test("a header claiming more than RDX: INVALID_PARAMETER, nothing written")
     func messageLengthBeyondRdx() throws {
         let f = SvsmFixture()
-        let buffer = try f.memory.allocatePages(2)
+        let buffer = try f.allocator.allocatePages(2)
         var bytes = MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: [UInt8](repeating: 0, count: 64))
         bytes.storeLE(UInt64(4096), at: MmCommunicateHeader.messageLengthOffset)
         try f.memory.write(buffer, bytes)

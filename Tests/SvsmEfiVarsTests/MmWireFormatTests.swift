@@ -1,5 +1,16 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("MM communicate wire format")
 struct MmWireFormatTests {
@@ -108,7 +119,7 @@ struct MmWireFormatTests {
         let service = VariableService(store: VariableStore())
         let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.setVariable, payload: payload))!
         #expect(EfiStatus(rawValue: reply.loadLE(UInt64.self, at: 8)) == status, "\(label)")
-        #expect(service.withStore { $0.count } == 0)
+        #expect(MmProbe.firstName(service) == .error(.notFound))  // nothing was stored
     }
 
     @Test("a message shorter than the SMM header is returned untouched")
@@ -124,9 +135,9 @@ struct MmWireFormatTests {
             _ = service.handleMmRequest(headerGuid: .readyToBootEvent, message: [0])
             _ = service.handleMmRequest(headerGuid: .exitBootServicesEvent, message: [0])
         }
-        let phase = service.withStore { $0.phase }
-        #expect(phase.endOfDxe && phase.readyToBoot && phase.atRuntime)
-        // READY_TO_BOOT as a function after ExitBootServices is EFI_UNSUPPORTED.
+        // After ExitBootServices a boot-services-only variable cannot be created (the
+        // runtime rule), and READY_TO_BOOT as a function is EFI_UNSUPPORTED.
+        #expect(MmProbe.set(service, VariableKey("BsOnly", .linuxEfiCrash), attributes: 0x3, data: [1]) == .invalidParameter)
         let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.readyToBoot, payload: []))!
         #expect(reply.loadLE(UInt64.self, at: 8) == EfiStatus.unsupported.rawValue)
     }
@@ -153,7 +164,7 @@ struct MmGoldenTests {
             + "0300000000000000" + "0000000000000000"                // SET_VARIABLE, EFI_SUCCESS
             + Self.vendorHex + "0300000000000000" + "0600000000000000" + "07000000"
             + "410062000000" + "010203")
-        #expect(service.withStore { $0.find(VariableKey("Ab", Self.vendor)) } == StoredVariable(attributes: .nvBsRt, data: [1, 2, 3]))
+        #expect(MmProbe.get(service, VariableKey("Ab", Self.vendor)) == .found(attributes: .nvBsRt, data: [1, 2, 3]))
         // The same write with RT but no BS: EFI_INVALID_PARAMETER in ReturnStatus.
         let bad = run(service, .setVariable, AccessVariablePayload.encode(guid: Self.vendor, name: Ucs2.units("Cd"), attributes: 5, dataSize: 1, data: [1]))
         #expect(Hex.encode(Array(bad[24..<40])) == "0300000000000000" + "0200000000000080")
@@ -164,7 +175,10 @@ struct MmGoldenTests {
         let service = VariableService()
         #expect(Hex.encode(run(service, .readyToBoot, [])) == "33d532ede69909429cc02d72cdd998a7" + "1000000000000000" + "0500000000000000" + "0000000000000000")
         #expect(Hex.encode(run(service, .exitBootService, [])) == "33d532ede69909429cc02d72cdd998a7" + "1000000000000000" + "0600000000000000" + "0000000000000000")
-        #expect(service.withStore { $0.phase } == { var p = BootPhase(); p.endOfDxe = true; p.readyToBoot = true; p.atRuntime = true; return p }())
+        // At runtime: a boot-services-only variable cannot be created, and READY_TO_BOOT is
+        // refused as it is after ExitBootServices.
+        #expect(MmProbe.set(service, VariableKey("BsOnly", Self.vendor), attributes: 0x3, data: [1]) == .invalidParameter)
+        #expect(run(service, .readyToBoot, []).loadLE(UInt64.self, at: 32) == EfiStatus.unsupported.rawValue)
     }
 
     @Test("VAR_CHECK_VARIABLE_PROPERTY_SET then _GET; built-in properties; NOT_FOUND without one")
@@ -192,7 +206,7 @@ struct MmGoldenTests {
         let late = run(service, .varCheckVariablePropertySet, VarCheckPropertyPayload.encode(guid: Self.vendor, name: Ucs2.units("S"), property: prop))
         #expect(late.loadLE(UInt64.self, at: 32) == EfiStatus.accessDenied.rawValue)
         // The registered read-only property is enforced after EndOfDxe.
-        #expect(service.withStore { $0.setVariable(VariableKey("P", Self.vendor), attributes: 7, data: [1, 2]) } == .writeProtected)
+        #expect(MmProbe.set(service, VariableKey("P", Self.vendor), attributes: 7, data: [1, 2]) == .writeProtected)
     }
 
     @Test("GET_NEXT_VARIABLE_NAME with a short buffer: BUFFER_TOO_SMALL and the size needed, name untouched")
@@ -201,5 +215,33 @@ struct MmGoldenTests {
         let buffer = run(VariableService(store: s), .getNextVariableName, GetNextVariableNamePayload.encode(guid: .zero, name: [], nameBufferSize: 4))
         #expect(Hex.encode(Array(buffer[24...])) == "0200000000000000" + "0500000000000080"
                 + "00000000000000000000000000000000" + "1000000000000000" + "00000000")
+    }
+}
+
+/// Looks at a service only through MM messages, as any caller must.
+enum MmProbe {
+    static func call(_ service: VariableService, _ f: SmmVariableFunction, _ payload: [UInt8]) -> (EfiStatus, [UInt8]) {
+        let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(f, payload: payload))!
+        return (EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset)), Array(reply[SmmVariableHeader.size...]))
+    }
+
+    static func set(_ service: VariableService, _ key: VariableKey, attributes: UInt32, data: [UInt8]) -> EfiStatus {
+        call(service, .setVariable, AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: attributes, dataSize: data.count, data: data)).0
+    }
+
+    static func get(_ service: VariableService, _ key: VariableKey) -> GetVariableResult {
+        let (status, p) = call(service, .getVariable, AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: 0, dataSize: 4096))
+        guard status == .success else { return .error(status) }
+        let size = Int(p.loadLE(UInt64.self, at: AccessVariablePayload.dataSizeOffset))
+        let start = AccessVariablePayload.nameOffset + key.nameSize
+        return .found(attributes: VariableAttributes(rawValue: p.loadLE(UInt32.self, at: AccessVariablePayload.attributesOffset)),
+                      data: Array(p[start..<(start + size)]))
+    }
+
+    static func firstName(_ service: VariableService) -> GetNextVariableNameResult {
+        let (status, p) = call(service, .getNextVariableName, GetNextVariableNamePayload.encode(guid: .zero, name: [], nameBufferSize: 512))
+        guard status == .success else { return .error(status) }
+        let name = Ucs2.readNulTerminated(p, offset: GetNextVariableNamePayload.nameOffset, byteCount: 512) ?? []
+        return .next(VariableKey(guid: EfiGuid(bytes: p, at: 0), name: name))
     }
 }

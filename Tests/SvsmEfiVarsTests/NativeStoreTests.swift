@@ -1,6 +1,17 @@
 import Foundation
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("Durable native store", .serialized)
 struct NativeStoreTests {
@@ -13,11 +24,29 @@ struct NativeStoreTests {
     static func v(_ b: [UInt8], _ a: VariableAttributes = .nvBsRt) -> StoredVariable { StoredVariable(attributes: a, data: b) }
     static func k(_ n: String) -> VariableKey { VariableKey(n, vendor) }
 
+    /// One request's changes through the journal interface the service uses: staged, then
+    /// awaited until durable.
+    static func commit(_ j: NativeJournal, _ changes: [(VariableKey, StoredVariable?)]) throws {
+        let ticket = try j.stage(changes.map { VariableChange(key: $0.0, value: $0.1) }, wholeStore: { [] })
+        try #require(j.awaitDurable(ticket))
+    }
+
+    /// A disk whose next `failures` fdatasyncs fail (EIO), injected into the journal.
+    final class FailingSync: FileSync, @unchecked Sendable {
+        private let failures = Locked(0)
+        func failNext(_ n: Int) { failures.withLock { $0 = n } }
+        func fdatasync(_ fd: Int32) -> Int32 {
+            if failures.withLock({ f in defer { if f > 0 { f -= 1 } }; return f > 0 }) { errno = EIO; return -1 }
+            return Glibc.fdatasync(fd)
+        }
+        func fsync(_ fd: Int32) -> Int32 { Glibc.fsync(fd) }
+    }
+
     @Test("a record encodes as documented")
     func recordGolden() {
-        let body = NativeStoreFile.encode(Self.k("A"), Self.v([9]))
+        let body = NativeStoreFormat.encode(VariableChange(key: Self.k("A"), value: Self.v([9])))
         #expect(Hex.encode(body) == "01" + Hex.encode(Self.vendor.bytes) + "01000000" + "4100" + "07000000" + "00" + "01000000" + "09")
-        #expect(NativeStoreFile.decode(body, at: 0, length: body.count)?.2 == Self.v([9]))
+        #expect(NativeStoreFormat.decode(body, at: 0, length: body.count)?.value == Self.v([9]))
     }
 
     @Test("puts and deletes survive a reopen, in order")
@@ -25,16 +54,16 @@ struct NativeStoreTests {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
-            let (f, initial) = try NativeStoreFile.open(directory: dir)
+            let (f, initial) = try NativeJournal.open(directory: dir)
             #expect(initial.isEmpty)
-            try f.append([(Self.k("A"), Self.v([1])), (Self.k("B"), Self.v([2]))])
-            try f.append([(Self.k("A"), nil), (Self.k("C"), StoredVariable(attributes: [.nvBsRt, .timeBasedAuthenticatedWriteAccess], data: [3], timestamp: .zero))])
-            try f.append([(Self.k("B"), Self.v([4]))])
+            try Self.commit(f, [(Self.k("A"), Self.v([1])), (Self.k("B"), Self.v([2]))])
+            try Self.commit(f, [(Self.k("A"), nil), (Self.k("C"), StoredVariable(attributes: [.nvBsRt, .timeBasedAuthenticatedWriteAccess], data: [3], timestamp: .zero))])
+            try Self.commit(f, [(Self.k("B"), Self.v([4]))])
         }
-        let (_, vars) = try NativeStoreFile.open(directory: dir)
-        #expect(vars.map { Ucs2.string($0.0.name) } == ["C", "B"])
-        #expect(vars[1].1 == Self.v([4]))
-        #expect(vars[0].1.timestamp == .zero)
+        let (_, vars) = try NativeJournal.open(directory: dir)
+        #expect(vars.map { Ucs2.string($0.key.name) } == ["C", "B"])
+        #expect(vars[1].value == Self.v([4]))
+        #expect(vars[0].value.timestamp == .zero)
     }
 
     @Test("a torn append is dropped and the log truncated; earlier writes stay")
@@ -43,17 +72,17 @@ struct NativeStoreTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var sizeAfterFirst = 0
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
-            try f.append([(Self.k("A"), Self.v([1]))])
+            let (f, _) = try NativeJournal.open(directory: dir)
+            try Self.commit(f, [(Self.k("A"), Self.v([1]))])
             sizeAfterFirst = f.sizes.log
-            try f.append([(Self.k("B"), Self.v([UInt8](repeating: 2, count: 100)))])
+            try Self.commit(f, [(Self.k("B"), Self.v([UInt8](repeating: 2, count: 100)))])
         }
         // Cut the second record in half.
         let fd = open(dir + "/log", O_RDWR)
         ftruncate(fd, off_t(sizeAfterFirst + 30))
         close(fd)
-        let (f, vars) = try NativeStoreFile.open(directory: dir)
-        #expect(vars.map { Ucs2.string($0.0.name) } == ["A"])
+        let (f, vars) = try NativeJournal.open(directory: dir)
+        #expect(vars.map { Ucs2.string($0.key.name) } == ["A"])
         #expect(f.sizes.log == sizeAfterFirst)
     }
 
@@ -62,51 +91,62 @@ struct NativeStoreTests {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
-            try f.append([(Self.k("A"), Self.v([1]))])
-            try f.append([(Self.k("B"), Self.v([2]))])
+            let (f, _) = try NativeJournal.open(directory: dir)
+            try Self.commit(f, [(Self.k("A"), Self.v([1]))])
+            try Self.commit(f, [(Self.k("B"), Self.v([2]))])
         }
         var log = try Data(contentsOf: URL(fileURLWithPath: dir + "/log"))
         log[16 + 12 + 5] ^= 0xFF  // inside the first record's body
         try log.write(to: URL(fileURLWithPath: dir + "/log"))
-        #expect { try NativeStoreFile.open(directory: dir) } throws: { e in
-            guard case .corrupted(let p, let o, _) = e as? NativeStoreFile.Failure else { return false }
+        #expect { try NativeJournal.open(directory: dir) } throws: { e in
+            guard case .corrupted(let p, let o, _) = e as? StoreOpenError else { return false }
             return p.hasSuffix("/log") && o == 16
         }
         try Data("EFBCKP01garbage".utf8).write(to: URL(fileURLWithPath: dir + "/checkpoint"))
-        #expect(throws: NativeStoreFile.Failure.self) { try NativeStoreFile.open(directory: dir) }
+        #expect(throws: StoreOpenError.self) { try NativeJournal.open(directory: dir) }
     }
 
     @Test("compaction writes a checkpoint and starts a new log; a stale log is ignored")
     func compaction() throws {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
+        // The service's view after each write: what a compaction checkpoints.
+        var latest: [VariableKey: StoredVariable] = [:]
+        var order: [VariableKey] = []
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
+            let (f, _) = try NativeJournal.open(directory: dir)
             f.compactionThreshold = 2000
-            var store = VariableStore()
-            store.tracking = nil
-            for i in 0..<200 { try f.append([(Self.k("V\(i % 10)"), Self.v([UInt8(i)]))]) }
-            for i in 0..<10 { store.putRecord(Self.k("V\(i)"), Self.v([UInt8(190 + i)])) }
-            #expect(f.needsCompaction)
-            let oldLog = try Data(contentsOf: URL(fileURLWithPath: dir + "/log"))
-            try f.compact(store.nonVolatileVariables)
+            var oldLog = Data()
+            var i = 0
+            // Writes until a stage finds the log past the threshold and compacts instead.
+            while f.compactions == 0 {
+                let key = Self.k("V\(i % 10)")
+                latest[key] = Self.v([UInt8(i & 0xff)])
+                if let at = order.firstIndex(of: key) { order.remove(at: at) }
+                order.append(key)
+                oldLog = try Data(contentsOf: URL(fileURLWithPath: dir + "/log"))
+                let whole = order.map { ExportedVariable($0, latest[$0]!) }
+                let ticket = try f.stage([VariableChange(key: key, value: latest[key])], wholeStore: { whole })
+                try #require(f.awaitDurable(ticket))
+                i += 1
+                try #require(i < 1000)
+            }
             #expect(f.sizes.log == 16 && f.compactions == 1)
             // A crash between the new checkpoint and the log reset leaves the old log: put it back.
             try oldLog.write(to: URL(fileURLWithPath: dir + "/log"))
         }
-        let (_, vars) = try NativeStoreFile.open(directory: dir)
+        let (_, vars) = try NativeJournal.open(directory: dir)
         #expect(vars.count == 10)
-        #expect(vars.map { $0.1.data[0] } == (190..<200).map { UInt8($0) })
+        #expect(vars.map(\.value) == order.map { latest[$0]! })
     }
 
     @Test("a second opener gets a clear error naming the first")
     func locking() throws {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let (first, _) = try NativeStoreFile.open(directory: dir)
-        #expect { try NativeStoreFile.open(directory: dir) } throws: { e in
-            (e as? NativeStoreFile.Failure)?.description.contains("in use by process \(getpid())") ?? false
+        let (first, _) = try NativeJournal.open(directory: dir)
+        #expect { try NativeJournal.open(directory: dir) } throws: { e in
+            (e as? StoreOpenError)?.description.contains("in use by process \(getpid())") ?? false
         }
         withExtendedLifetime(first) {}
     }
@@ -116,8 +156,8 @@ struct NativeStoreTests {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
-            let service = VariableService(store: VariableStore(), persistence: f)
+            let (f, _) = try NativeJournal.open(directory: dir)
+            let service = VariableService(store: VariableStore(), journal: f)
             func set(_ n: String, _ a: UInt32, _ d: [UInt8]) -> UInt64 {
                 let p = AccessVariablePayload.encode(guid: Self.vendor, name: Ucs2.units(n), attributes: a, dataSize: d.count, data: d)
                 return service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.setVariable, payload: p))!.loadLE(UInt64.self, at: 8)
@@ -128,8 +168,8 @@ struct NativeStoreTests {
             #expect(set("Gone", 7, [4]) == 0)
             #expect(set("Gone", 7, []) == 0)
         }
-        let (_, vars) = try NativeStoreFile.open(directory: dir)
-        #expect(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" } == ["Nv=[3]"])
+        let (_, vars) = try NativeJournal.open(directory: dir)
+        #expect(vars.map { "\(Ucs2.string($0.key.name))=\($0.value.data)" } == ["Nv=[3]"])
     }
 
     static func setStatus(_ service: VariableService, _ n: String, _ a: UInt32, _ d: [UInt8]) -> UInt64 {
@@ -144,20 +184,20 @@ struct NativeStoreTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let writers = 8, writes = 40
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
-            let service = VariableService(store: VariableStore(), persistence: f)
+            let (f, _) = try NativeJournal.open(directory: dir)
+            let service = VariableService(store: VariableStore(), journal: f)
             DispatchQueue.concurrentPerform(iterations: writers) { w in
                 for i in 0..<writes {
                     let st = Self.setStatus(service, "W\(w)", 7, [UInt8(w), UInt8(i)])
                     precondition(st == 0, "writer \(w) write \(i): \(st)")
                 }
             }
-            let stats = service.groupCommitStatistics
+            let stats = service.syncStatistics
             #expect(stats.acknowledged == UInt64(writers * writes))
             #expect(stats.syncs >= 1 && stats.syncs <= writers * writes)
         }
-        let (_, vars) = try NativeStoreFile.open(directory: dir)
-        #expect(Set(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" }) == Set((0..<writers).map { "W\($0)=[\($0), \(writes - 1)]" }))
+        let (_, vars) = try NativeJournal.open(directory: dir)
+        #expect(Set(vars.map { "\(Ucs2.string($0.key.name))=\($0.value.data)" }) == Set((0..<writers).map { "W\($0)=[\($0), \(writes - 1)]" }))
     }
 
     @Test("group commit: a failed fdatasync rolls the write back (EFI_DEVICE_ERROR), in memory and on disk; the next write works")
@@ -165,18 +205,17 @@ struct NativeStoreTests {
         let dir = Self.tempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         do {
-            let (f, _) = try NativeStoreFile.open(directory: dir)
-            let service = VariableService(store: VariableStore(), persistence: f)
+            let disk = FailingSync()
+            let (f, _) = try NativeJournal.open(directory: dir, sync: disk)
+            let service = VariableService(store: VariableStore(), journal: f)
             #expect(Self.setStatus(service, "Kept", 7, [1]) == 0)
-            f.failNextSyncs = 1
+            disk.failNext(1)
             #expect(Self.setStatus(service, "Lost", 7, [2]) == EfiStatus.deviceError.rawValue)
             #expect(Self.setStatus(service, "Kept", 7, [3]) == 0)
-            service.withStore { store in
-                #expect(store.find(Self.k("Lost")) == nil)
-                #expect(store.find(Self.k("Kept"))?.data == [3])
-            }
+            #expect(MmProbe.get(service, Self.k("Lost")) == .error(.notFound))
+            #expect(MmProbe.get(service, Self.k("Kept")) == .found(attributes: .nvBsRt, data: [3]))
         }
-        let (_, vars) = try NativeStoreFile.open(directory: dir)
-        #expect(vars.map { "\(Ucs2.string($0.0.name))=\($0.1.data)" } == ["Kept=[3]"])
+        let (_, vars) = try NativeJournal.open(directory: dir)
+        #expect(vars.map { "\(Ucs2.string($0.key.name))=\($0.value.data)" } == ["Kept=[3]"])
     }
 }

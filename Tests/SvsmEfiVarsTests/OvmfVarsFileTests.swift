@@ -1,6 +1,17 @@
 import Foundation
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 /// Record-level refusals of the OVMF_VARS.fd reader, on volumes made by our own writer
 /// from Debian's OVMF_VARS.fd template.

@@ -1,5 +1,16 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("SVSM platform: boot story and CAA relocation")
 struct ScenarioTests {
@@ -40,7 +51,7 @@ struct ScenarioTests {
         var c = Machine.Configuration(); c.vcpuCount = 6
         let m = try Machine(c)
         // Firmware's pages: two reserved pages per AP plus the 64 KiB MM buffer.
-        let reserved = m.memory.reservedRegions
+        let reserved = m.allocator.reservedRegions
         #expect(reserved.filter { $0.length == 8192 }.count == 5)
         for r in reserved where r.length == 8192 { #expect(r.start.rawValue % (2 << 20) != 0) }
         for v in m.vcpus.vcpus {
@@ -48,7 +59,7 @@ struct ScenarioTests {
             #expect(b.caa == v.svsmCaa && b.vmsa == v.vmsa)
             #expect(v.vmsa.rawValue % (2 << 20) != 0)
             #expect(!reserved.contains { $0.contains(GuestRegion(start: v.svsmCaa, length: 4096)) })  // not a firmware page
-            #expect(SvsmDiscovery.rdmsr(SvsmCaaMsr.index, on: v) == v.svsmCaa.rawValue)
+            #expect(v.rdmsr(SvsmCaaMsr.index) == v.svsmCaa.rawValue)
         }
         #expect(try SecretsPage.read(from: Machine.secretsPage, in: m.memory).caa == Machine.firmwareCaa)
     }
@@ -70,7 +81,7 @@ struct ScenarioTests {
         #expect(throws: Machine.BootError.self) { try Machine(c) }
     }
 
-    @Test("fault reactions at the driver: drop-exit and exhausted BUSY become EFI_DEVICE_ERROR; retried BUSY succeeds")
+    @Test("fault reactions at the driver: drop-exit and exhausted BUSY/INCOMPLETE are SVSM call failures (Linux: EFI_DEVICE_ERROR); retried BUSY succeeds")
     func faultReactions() throws {
         func machine(_ spec: String, retries: Int = 16) throws -> Machine {
             var c = Machine.Configuration()
@@ -79,14 +90,16 @@ struct ScenarioTests {
             return try Machine(c)
         }
         let key = VariableKey("Timeout", .globalVariable)
-        for spec in ["drop-exit=1", "busy=1", "incomplete=1"] {
+        let expected: [(String, SvsmCallError)] = [("drop-exit=1", .notExecuted), ("busy=1", .retriesExhausted(.busy, attempts: 4)),
+                                                   ("incomplete=1", .retriesExhausted(.incomplete, attempts: 4))]
+        for (spec, failure) in expected {
             let m = try machine(spec, retries: 3)
-            #expect(m.driver.onCpu { $0.getVariable(key, capacity: 2) } == .error(.deviceError), "\(spec)")
+            #expect(throws: failure, "\(spec)") { try m.driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.getVariable(key, capacity: 2) } }
         }
         for spec in ["busy=0.5", "incomplete=0.5", "spurious-entry=1"] {
             let m = try machine(spec, retries: 64)
             for _ in 0..<50 {
-                #expect(m.driver.onCpu { $0.getVariable(key, capacity: 2) } == .found(attributes: .nvBsRt, data: [0, 0]), "\(spec)")
+                #expect(try m.driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.getVariable(key, capacity: 2) } == .found(attributes: .nvBsRt, data: [0, 0]), "\(spec)")
             }
         }
     }
@@ -96,7 +109,7 @@ struct ScenarioTests {
         let stats = CallStatistics()
         var c = Machine.Configuration(); c.vcpuCount = 16; c.observer = stats
         let m = try Machine(c)
-        for _ in 0..<32 { _ = m.driver.onCpu { $0.getVariable(VariableKey("Timeout", .globalVariable), capacity: 2) } }
+        for _ in 0..<32 { _ = try m.driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.getVariable(VariableKey("Timeout", .globalVariable), capacity: 2) } }
         #expect(stats.snapshot.vcpusUsed == Set(0..<16))
         #expect(stats.snapshot.failedCalls == 0)
     }

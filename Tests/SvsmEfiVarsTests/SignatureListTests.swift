@@ -1,5 +1,16 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("Signature databases")
 struct SignatureListTests {

@@ -1,8 +1,19 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 /// Records what the CAA looked like when the SVSM dispatched the request.
-final class CaaSpy: UefiMmRequestHandler, @unchecked Sendable {
+final class CaaSpy: MmService, @unchecked Sendable {
     let memory: GuestMemory
     let caa: GuestPhysicalAddress
     var seen: [UInt8] = []
@@ -20,14 +31,14 @@ struct SvsmProtocolTests {
         let memory = GuestMemory()
         let caa = GuestPhysicalAddress(0xA000)
         let spy = CaaSpy(memory: memory, caa: caa)
-        let svsm = Svsm(memory: memory, mmHandler: spy)
+        let svsm = Svsm(memory: memory, mmService: spy)
         try svsm.launch(bootVmsa: SvsmFixture.bootVmsa, firmwareCaa: caa)
         // bytes 1..7 belong to the SVSM; a guest write there must survive (only byte 0 changes)
         try memory.write(caa, hex("0000000000000000"))
         try memory.write(caa.advanced(by: 8), hex("a5a5"))
-        let transport = SvsmCallTransport(memory: memory, hypervisor: Hypervisor(memory: memory, svsm: svsm))
+        let transport = SvsmCallTransport(processor: Processor(memory: memory, vmpl0: svsm), hypervisor: Hypervisor())
         let vcpu = Vcpu(apicId: 0, vmsa: SvsmFixture.bootVmsa, caa: caa)
-        let buffer = try memory.allocatePages(1)
+        let buffer = try PageAllocator(memory: memory).allocatePages(1)
         try memory.write(buffer, MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: [UInt8](repeating: 0, count: 16)))
         #expect(Hex.encode(try memory.read(caa, count: 10)) == "0000000000000000a5a5")
         let out = try transport.perform(.uefiMmRequest, rcx: buffer.rawValue, rdx: 4096, on: vcpu, caa: caa)
@@ -42,7 +53,7 @@ struct SvsmProtocolTests {
 
     @Test("call_pending still set after the exit means 'not executed'")
     func droppedExit() throws {
-        var plan = FaultPlan(); plan.dropExit = 1
+        var plan = FaultPlan(); plan.host.dropExit = 1
         let f = SvsmFixture(faults: plan)
         #expect(throws: SvsmCallError.notExecuted) {
             try f.transport.perform(.coreQueryProtocol, rcx: 4 << 32 | 1, on: f.bsp, caa: f.bsp.svsmCaa)
@@ -53,12 +64,12 @@ struct SvsmProtocolTests {
 
     @Test("BUSY and INCOMPLETE are retried with the same registers, up to the bound")
     func busyRetries() {
-        var plan = FaultPlan(); plan.busy = 1
+        var plan = FaultPlan(); plan.svsm.busy = 1
         let f = SvsmFixture(faults: plan, maxRetries: 3)
         #expect(throws: SvsmCallError.retriesExhausted(.busy, attempts: 4)) {
             try f.transport.perform(.coreQueryProtocol, rcx: 4 << 32 | 1, on: f.bsp, caa: f.bsp.svsmCaa)
         }
-        var p2 = FaultPlan(); p2.incomplete = 0.5; p2.seed = 7
+        var p2 = FaultPlan(); p2.svsm.incomplete = 0.5; p2.svsm.seed = 7
         let g = SvsmFixture(faults: p2, maxRetries: 64)
         for _ in 0..<20 {
             let r = try? g.transport.perform(.coreQueryProtocol, rcx: 4 << 32 | 1, on: g.bsp, caa: g.bsp.svsmCaa)
@@ -68,7 +79,7 @@ struct SvsmProtocolTests {
 
     @Test("a spurious SVSM entry with call_pending clear changes nothing")
     func spuriousEntry() {
-        var plan = FaultPlan(); plan.spuriousEntry = 1
+        var plan = FaultPlan(); plan.host.spuriousEntry = 1
         let f = SvsmFixture(faults: plan)
         let (r, out) = f.call(.coreQueryProtocol, rcx: 4 << 32 | 1)
         #expect(r == .success && out.rcx == 0x0000_0001_0000_0001)
@@ -78,11 +89,11 @@ struct SvsmProtocolTests {
     @Test("a bad GHCB MSR response is refused like Linux does")
     func badGhcbResponse() {
         let f = SvsmFixture()
-        f.bsp.ghcbMsr = 0
+        f.bsp.cpu.ghcbMsr = 0
         // A request code the host does not serve gets garbage back.
-        let (pending, _) = f.transport.issue(SvsmRegisters(rax: 0), on: f.bsp, caa: f.bsp.svsmCaa)
+        let (pending, _) = f.transport.issue(SvsmRegisters(rax: 0), on: f.bsp.cpu, caa: f.bsp.svsmCaa)
         #expect(pending == 1)
-        #expect(f.bsp.ghcbMsr == 0)
+        #expect(f.bsp.cpu.ghcbMsr == 0)
     }
 
     static let queryCases: [(UInt64, UInt64)] = [
@@ -121,7 +132,7 @@ struct SvsmProtocolTests {
         let f = SvsmFixture()
         #expect(f.call(.coreRemapCA, rcx: 0x1234_5008).0 == .invalidParameter)
         #expect(f.call(.coreRemapCA, rcx: 0x0800_0000).0 == .invalidAddress)  // SVSM range: not guest RAM
-        let newCaa = try f.memory.allocatePages(1)
+        let newCaa = try f.allocator.allocatePages(1)
         try f.memory.write(newCaa, hex("ffffffffffffffffff"))
         #expect(f.call(.coreRemapCA, rcx: newCaa.rawValue).0 == .success)
         #expect(Hex.encode(try f.memory.read(newCaa, count: 9)) == "0000000000000000ff")
@@ -135,13 +146,13 @@ struct SvsmProtocolTests {
     @Test("CREATE_VCPU and DELETE_VCPU with COCONUT's checks")
     func createDeleteVcpu() throws {
         let f = SvsmFixture()
-        let vmsa = try f.memory.allocatePages(1), caa = try f.memory.allocatePages(1)
+        let vmsa = try f.allocator.allocatePages(1), caa = try f.allocator.allocatePages(1)
         try VmsaSetup.prepare(vmsa, in: f.memory)
         #expect(f.call(.coreCreateVcpu, rcx: vmsa.rawValue + 8, rdx: caa.rawValue, r8: 1).0 == .invalidAddress)
         #expect(f.call(.coreCreateVcpu, rcx: vmsa.rawValue, rdx: vmsa.rawValue, r8: 1).0 == .invalidAddress)
         #expect(f.call(.coreCreateVcpu, rcx: vmsa.rawValue, rdx: caa.rawValue, r8: 9999).0 == .invalidParameter)
         #expect(f.call(.coreCreateVcpu, rcx: vmsa.rawValue, rdx: SvsmFixture.caa.rawValue, r8: 1).0 == .invalidAddress)  // CAA in use
-        let badVmsa = try f.memory.allocatePages(1)
+        let badVmsa = try f.allocator.allocatePages(1)
         #expect(f.call(.coreCreateVcpu, rcx: badVmsa.rawValue, rdx: caa.rawValue, r8: 1).0 == .invalidParameter)  // VMPL 0, no SVME
         #expect(f.call(.coreCreateVcpu, rcx: vmsa.rawValue, rdx: caa.rawValue, r8: 1).0 == .success)
         #expect(f.svsm.binding(apicId: 1) == VcpuBinding(apicId: 1, vmsa: vmsa, caa: caa))
@@ -157,8 +168,8 @@ struct SvsmProtocolTests {
     @Test("PVALIDATE list format and errors")
     func pvalidate() throws {
         let f = SvsmFixture()
-        let list = try f.memory.allocatePages(1)
-        let page = try f.memory.allocatePages(1)
+        let list = try f.allocator.allocatePages(1)
+        let page = try f.allocator.allocatePages(1)
         try f.memory.write(page, [0xAA])
         func entries(_ count: UInt16, next: UInt16 = 0, _ e: [UInt64]) {
             var b = [UInt8](); b.appendLE(count); b.appendLE(next); b.appendLE(UInt32(0))
@@ -213,12 +224,12 @@ struct SvsmProtocolTests {
 
     @Test("a response larger than the request is refused, not a crash (COCONUT panics here)")
     func oversizeResponse() throws {
-        struct Greedy: UefiMmRequestHandler { func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? { message + [1] } }
+        struct Greedy: MmService { func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? { message + [1] } }
         let memory = GuestMemory()
-        let svsm = Svsm(memory: memory, mmHandler: Greedy())
+        let svsm = Svsm(memory: memory, mmService: Greedy())
         try svsm.launch(bootVmsa: SvsmFixture.bootVmsa, firmwareCaa: SvsmFixture.caa)
-        let transport = SvsmCallTransport(memory: memory, hypervisor: Hypervisor(memory: memory, svsm: svsm))
-        let buf = try memory.allocatePages(1)
+        let transport = SvsmCallTransport(processor: Processor(memory: memory, vmpl0: svsm), hypervisor: Hypervisor())
+        let buf = try PageAllocator(memory: memory).allocatePages(1)
         try memory.write(buf, MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: [7, 7]) + [0x55])
         let vcpu = Vcpu(apicId: 0, vmsa: SvsmFixture.bootVmsa, caa: SvsmFixture.caa)
         #expect(throws: SvsmCallError.failed(.invalidRequest)) {

@@ -1,6 +1,18 @@
 import Foundation
 import Testing
-@testable import SvsmEfiVars
+import TestSupport
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("Trace files")
 struct TraceTests {
@@ -50,12 +62,12 @@ struct TraceTests {
         w.flush()
         let json = TraceAnalysis.chromeTrace(try TraceAnalysis.read(path: path))
         let round = try JSONSerialization.jsonObject(with: try JSONSerialization.data(withJSONObject: json))
-        #expect(TraceAnalysis.validateChromeTrace(round).isEmpty)
+        #expect(ChromeTraceValidator.validate(round).isEmpty)
         let events = (round as! [String: Any])["traceEvents"] as! [[String: Any]]
         #expect(Set(events.filter { $0["ph"] as? String == "X" }.compactMap { $0["tid"] as? Int }) == [0, 1, 2, 3])
         #expect(events.filter { $0["ph"] as? String == "M" && $0["name"] as? String == "thread_name" }.count == 4)
-        #expect(!TraceAnalysis.validateChromeTrace(["traceEvents": [["ph": "X", "name": "x", "pid": 1, "tid": 1, "ts": 0]]]).isEmpty)
-        #expect(!TraceAnalysis.validateChromeTrace(["events": []]).isEmpty)
+        #expect(!ChromeTraceValidator.validate(["traceEvents": [["ph": "X", "name": "x", "pid": 1, "tid": 1, "ts": 0]]]).isEmpty)
+        #expect(!ChromeTraceValidator.validate(["events": []]).isEmpty)
     }
 
     @Test("a malformed trace line is a clear error with its line number")

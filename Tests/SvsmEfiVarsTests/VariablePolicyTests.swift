@@ -1,5 +1,16 @@
 import Testing
-@testable import SvsmEfiVars
+@testable import Driver
+@testable import EfiTypes
+@testable import Efivarfs
+@testable import Guest
+@testable import Hardware
+@testable import Host
+@testable import MmWire
+@testable import Platform
+@testable import Svsm
+@testable import SvsmAbi
+@testable import Trace
+@testable import VariableService
 
 @Suite("Variable policy (VarCheckPolicyLib MMI)")
 struct VariablePolicyTests {
@@ -62,7 +73,7 @@ struct VariablePolicyTests {
     }
 
     func set(_ service: VariableService, _ name: String, _ attrs: UInt32 = 7, _ data: [UInt8]) -> EfiStatus {
-        service.withStore { $0.setVariable(VariableKey(name, Self.vendor), attributes: attrs, data: data) }
+        MmProbe.set(service, VariableKey(name, Self.vendor), attributes: attrs, data: data)
     }
 
     @Test("NO_LOCK enforces sizes and attributes")
@@ -186,9 +197,9 @@ struct VariablePolicyTests {
         #expect(Hex.encode(reply) == "0800000000000000" + "0000000000000000" + Hex.encode(Self.vendor.bytes) + "0e00000000000000"
                 + "4c006f0063006b00650064000000")
         #expect(service.handleMmRequest(headerGuid: .smmVariableProtocol, message: msg)!.loadLE(UInt64.self, at: 8) == 0)  // same lock again
-        _ = service.withStore { $0.setVariable(VariableKey("Locked", Self.vendor), attributes: 7, data: [1]) }  // before EndOfDxe: allowed
+        #expect(MmProbe.set(service, VariableKey("Locked", Self.vendor), attributes: 7, data: [1]) == .success)  // before EndOfDxe: allowed
         _ = service.handleMmRequest(headerGuid: .endOfDxeEvent, message: [0])
-        #expect(service.withStore { $0.setVariable(VariableKey("Locked", Self.vendor), attributes: 7, data: [2]) } == .writeProtected)
+        #expect(MmProbe.set(service, VariableKey("Locked", Self.vendor), attributes: 7, data: [2]) == .writeProtected)
         #expect(service.handleMmRequest(headerGuid: .smmVariableProtocol, message: msg)!.loadLE(UInt64.self, at: 8) == EfiStatus.accessDenied.rawValue)
     }
 }

@@ -1,3 +1,4 @@
+import CProcess
 import Foundation
 
 /// Background mode without fork(): the command starts itself again with `--ready-fd 3`
@@ -25,8 +26,13 @@ enum Daemon {
         let argv = [CommandLine.arguments[0]] + arguments + ["--ready-fd", "3"]
         var cargs: [UnsafeMutablePointer<CChar>?] = argv.map { strdup($0) } + [nil]
         defer { cargs.forEach { free($0) } }
+        // The child learns who started it, to die with it until it is ready.
+        var env = ProcessInfo.processInfo.environment
+        env[parentVariable] = "\(getpid())"
+        var cenv: [UnsafeMutablePointer<CChar>?] = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+        defer { cenv.forEach { free($0) } }
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, environ)
+        let rc = posix_spawn(&pid, exe, &actions, &attr, &cargs, &cenv)
         close(fds[1])
         guard rc == 0 else {
             FileHandle.standardError.write(Data("efivarfs-bridge: cannot start the server: \(String(cString: strerror(rc)))\n".utf8))
@@ -71,8 +77,23 @@ enum Daemon {
         }
     }
 
-    /// In the child: tell the parent the mount is up, then let go of its terminal.
+    static let parentVariable = "EFIVARFS_BRIDGE_PARENT_PID"
+
+    /// In the child, until it is ready: die with the `mount` command that started it
+    /// (PR_SET_PDEATHSIG), so that a server that never comes up — say, retrying a busy SVSM —
+    /// cannot outlive it. A parent that is already gone is noticed at once.
+    static func dieWithParentUntilReady() {
+        _ = cprocess_set_parent_death_signal(SIGKILL)
+        if let p = ProcessInfo.processInfo.environment[parentVariable].flatMap({ Int32($0) }), getppid() != p {
+            exit(1)
+        }
+    }
+
+    /// In the child: tell the parent the mount is up, then let go of its terminal. From now
+    /// on the server lives on its own.
     static func signalReady(_ fd: Int32) {
+        _ = cprocess_set_parent_death_signal(0)
+        unsetenv(parentVariable)
         var one: UInt8 = 1
         _ = write(fd, &one, 1)
         close(fd)

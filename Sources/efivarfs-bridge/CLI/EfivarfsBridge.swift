@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
 import Foundation
-import SvsmEfiVars
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 @main
 struct EfivarfsBridge: ParsableCommand {
@@ -16,8 +23,15 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self, TraceCommand.self]
+        version: "efivarfs-bridge \(BuildInfo.version)",
+        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self,
+                      ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self,
+                      TraceCommand.self]
     )
+}
+
+enum BuildInfo {
+    static let version = "0.3.0"
 }
 
 /// `--store`, else $EFIVARFS_BRIDGE_STORE, else the per-user state directory.
@@ -29,25 +43,46 @@ func storeDirectoryFor(_ explicit: String?) -> String {
     return (env["HOME"] ?? NSHomeDirectory()) + "/.local/state/efivarfs-bridge/store"
 }
 
+/// A size in bytes as people write it: decimal, 0x-hex, or with a K, M or G suffix
+/// (powers of 1024), e.g. 262072, 0x3ffb8, 256K, 64M.
+func parseByteSize(_ text: String) -> Int? {
+    var t = text.trimmingCharacters(in: .whitespaces)
+    var scale = 1
+    if let last = t.last, let s = ["k": 1 << 10, "K": 1 << 10, "m": 1 << 20, "M": 1 << 20, "g": 1 << 30, "G": 1 << 30][last] {
+        scale = s
+        t.removeLast()
+    }
+    let value: Int?
+    if t.hasPrefix("0x") || t.hasPrefix("0X") { value = Int(t.dropFirst(2), radix: 16) } else { value = Int(t) }
+    guard let v = value, v >= 0 else { return nil }
+    let (r, overflow) = v.multipliedReportingOverflow(by: scale)
+    return overflow ? nil : r
+}
+
 /// Options shared by every command that boots a machine.
 struct MachineOptions: ParsableArguments {
-    @Option(name: .long, help: "Number of vCPUs, 1 to 512.")
+    // Unconditional parsing, so that `--vcpus -1` reaches the range check instead of being
+    // read as an option.
+    @Option(name: .long, parsing: .unconditional, help: "Number of vCPUs, 1 to 512.")
     var vcpus: Int = 4
 
     @Option(name: .customLong("fault"), help: ArgumentHelp("Inject a fault: drop-exit=P, busy=P, incomplete=P or spurious-entry=P (probability 0..1). Repeatable.", valueName: "name=P"))
     var faults: [String] = []
 
-    @Option(name: .long, help: "Retries of an SVSM call answered BUSY or INCOMPLETE before the driver gives up.")
+    @Option(name: .long, parsing: .unconditional, help: "Retries of an SVSM call answered BUSY or INCOMPLETE before the driver gives up (0 to 10000).")
     var maxRetries: Int = 16
 
     @Option(name: .long, help: ArgumentHelp("The durable variable store (a directory). Default: $EFIVARFS_BRIDGE_STORE, else $XDG_STATE_HOME/efivarfs-bridge/store, else ~/.local/state/efivarfs-bridge/store.", valueName: "directory"))
     var store: String?
 
-    @Flag(name: .long, help: "Keep variables in memory only: every mount starts from a freshly booted OVMF VM.")
+    @Flag(name: .long, help: "Keep variables in memory only: every run starts from a freshly booted OVMF VM.")
     var ephemeral = false
 
-    @Option(name: .long, help: ArgumentHelp("Size of the non-volatile variable store in bytes (default 0x3ffb8, a 4M OVMF_VARS.fd's). Larger stores do not fit an fd export.", valueName: "bytes"))
-    var nvStoreSize: Int?
+    @Flag(name: .long, help: "Create the store if it does not exist (mount always does; other commands refuse a missing store).")
+    var create = false
+
+    @Option(name: .long, help: ArgumentHelp("Size of the non-volatile variable store: bytes, 0x-hex or with K/M/G (default 0x3ffb8, a 4M OVMF_VARS.fd's, or what the store recorded when it was made). Larger stores do not fit an fd export.", valueName: "size"))
+    var nvStoreSize: String?
 
     @Option(name: .customLong("from-fd"), help: ArgumentHelp("Serve this OVMF_VARS.fd live: every change is written into it in place, as edk2 writes its flash (records appended, State bits flipped, a reclaim rewrites it when full); it keeps its size.", valueName: "file"))
     var fromFd: String?
@@ -71,10 +106,21 @@ struct MachineOptions: ParsableArguments {
     /// The store directory this invocation uses, or nil for --ephemeral or a live file.
     var storeDirectory: String? { ephemeral || liveFd != nil || liveJson != nil ? nil : storeDirectoryFor(store) }
 
+    /// The store this invocation names. `mount` always may create a native store.
+    func storeChoice(alwaysCreate: Bool = false) -> StoreChoice {
+        if ephemeral { return .memory }
+        if let f = liveFd { return .firmwareVolume(path: f) }
+        if let j = liveJson { return .qemuJson(path: j) }
+        return .native(directory: storeDirectoryFor(store), create: alwaysCreate || create)
+    }
+
     func validate() throws {
-        guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
-        guard maxRetries >= 0 else { throw ValidationError("--max-retries must not be negative") }
-        if let n = nvStoreSize, n < 0x1000 || n > 1 << 30 { throw ValidationError("--nv-store-size must be between 4 KiB and 1 GiB") }
+        guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512 (got \(vcpus))") }
+        guard (0...10_000).contains(maxRetries) else { throw ValidationError("--max-retries must be between 0 and 10000 (got \(maxRetries))") }
+        if let t = nvStoreSize {
+            guard let n = parseByteSize(t) else { throw ValidationError("--nv-store-size: '\(t)' is not a size (bytes, 0x-hex, or with K, M or G)") }
+            guard n >= 0x1000, n <= 1 << 30 else { throw ValidationError("--nv-store-size must be between 4 KiB and 1 GiB (got \(n))") }
+        }
         if [ephemeral, store != nil, fromFd != nil, fromJson != nil].filter({ $0 }).count > 1 {
             throw ValidationError("name one store: --store, --from-fd, --from-json or --ephemeral")
         }
@@ -82,147 +128,34 @@ struct MachineOptions: ParsableArguments {
         for f in faults { do { try plan.add(f) } catch { throw ValidationError(error.description) } }
     }
 
-    func configuration() -> Machine.Configuration {
+    func configuration(alwaysCreate: Bool = false) -> Machine.Configuration {
         var c = Machine.Configuration()
         c.vcpuCount = vcpus
         c.maxRetries = maxRetries
         var plan = FaultPlan()
         for f in faults { try? plan.add(f) }
         c.faults = plan
-        c.storeDirectory = storeDirectory
-        if let n = nvStoreSize { c.limits.nvStoreSize = n }
-        if let f = liveFd { c.liveFile = (f, .fd) }
-        if let j = liveJson { c.liveFile = (j, .json) }
+        c.store = storeChoice(alwaysCreate: alwaysCreate)
+        c.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
         return c
     }
 }
 
-struct MountCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(
-        commandName: "mount",
-        abstract: "Mount the variable store as an efivarfs-compatible filesystem.",
-        discussion: """
-            Returns once the mount is ready and keeps serving in the background; with
-            --foreground it stays attached and unmounts on SIGINT or SIGTERM.
-            Unmount with `fusermount3 -u <mountpoint>` or `umount <mountpoint>`.
-
-            Examples:
-              efivarfs-bridge mount /run/efivars
-              efivarfs-bridge mount --foreground --vcpus 8 /tmp/efivars
-              efivarfs-bridge mount -o uid=1000,gid=1000,allow_other /run/efivars
-            """
-    )
-
-    @Argument(help: "Where to mount (an existing, empty directory).")
-    var mountPoint: String
-
-    @Flag(name: .long, help: "Stay in the foreground.")
-    var foreground = false
-
-    @Option(name: .short, help: ArgumentHelp("Mount options: uid=N, gid=N, allow_other.", valueName: "options"))
-    var options: [String] = []
-
-    @OptionGroup var machine: MachineOptions
-    @OptionGroup var logging: LoggingOptions
-
-    @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
-    var trace: String?
-
-    @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db (keys and certificates written to this directory) and boot with them enrolled: Secure Boot on.", valueName: "directory"))
-    var enrollGenerate: String?
-
-    @Option(name: .long, help: "FUSE worker threads (each request holds one vCPU while it runs).")
-    var fuseThreads = 4
-
-    @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (a driver-design experiment: lets concurrent SetVariables reach the store together, where group commit can batch their fdatasyncs).")
-    var noEfivarsLock = false
-
-    @Option(name: .customLong("ready-fd"), help: .hidden)
-    var readyFd: Int32?
-
-    struct MountOptions {
-        var uid: UInt32 = 0
-        var gid: UInt32 = 0
-        var allowOther = false
-    }
-
-    func parsedOptions() throws -> MountOptions {
-        var m = MountOptions()
-        for group in options {
-            for opt in group.split(separator: ",") {
-                let kv = opt.split(separator: "=", maxSplits: 1).map(String.init)
-                switch kv[0] {
-                case "uid":
-                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': uid=N expected") }
-                    m.uid = v
-                case "gid":
-                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': gid=N expected") }
-                    m.gid = v
-                case "allow_other": m.allowOther = true
-                default: throw ValidationError("unknown mount option '\(opt)' (efivarfs takes uid=, gid=; also allow_other)")
-                }
-            }
+/// Writes to stdout and fails loudly when it cannot (a full disk, a closed pipe): a
+/// script must not take a cut-short listing for a whole one.
+func writeStdout(_ bytes: [UInt8]) throws {
+    var done = 0
+    while done < bytes.count {
+        let n = bytes.withUnsafeBytes { write(1, $0.baseAddress! + done, bytes.count - done) }
+        if n < 0 {
+            if errno == EINTR { continue }
+            throw cliFail("cannot write to standard output: \(String(cString: strerror(errno)))")
         }
-        return m
+        done += n
     }
+}
 
-    func validate() throws {
-        _ = try parsedOptions()
-        guard (1...1024).contains(fuseThreads) else { throw ValidationError("--fuse-threads must be between 1 and 1024") }
-    }
-
-    func run() throws {
-        let opts = try parsedOptions()
-        // FUSE worker threads do not follow the vCPU count: on a small host more threads only
-        // contend (measured on 2 cores: 16 threads ran a mixed load at half the speed of 4,
-        // whatever the vCPU count). Requests still rotate over every vCPU.
-        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, threads: fuseThreads)
-        do { try fuse.checkMountPoint() } catch { fail(error.description) }
-        if !foreground && readyFd == nil {
-            throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
-        }
-        var config = machine.configuration()
-        var tracer: TraceWriter?
-        if let path = trace {
-            do { tracer = try TraceWriter(path: path) } catch { fail("cannot write the trace file \(path): \(error.localizedDescription)") }
-        }
-        let logger = logging.bootstrap()
-        config.lockNote = ControlSocket.path(forMountPoint: mountPoint)
-        let statistics = CallStatistics()
-        config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
-        config.recordBoot = logger.logLevel <= .debug
-        logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(machine.storeDirectory ?? config.liveFile?.path ?? "in memory")")
-        if let dir = enrollGenerate {
-            do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
-        }
-        let machineInstance: Machine
-        do { machineInstance = try Machine(config) } catch { fail(error.description) }
-        for line in machineInstance.bootLog { logger.debug("\(line)") }
-        var fsOptions = Efivarfs.Options()
-        fsOptions.uid = opts.uid
-        fsOptions.gid = opts.gid
-        fsOptions.efivarsLock = !noEfivarsLock
-        let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
-        do { try fs.populate() } catch { fail("mount: \(error)") }
-        do {
-            let vcpus = machineInstance.vcpus
-            let control = ControlSocket.path(forMountPoint: mountPoint)
-            try fuse.serve(fs) {
-                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service) }, machine: machineInstance)
-                logger.info("mounted on \(mountPoint); statistics on \(control)")
-                if let fd = readyFd { Daemon.signalReady(fd) }
-            }
-            // Let the next mount of this store in now, not when this process has exited.
-            machineInstance.service.releaseStore()
-            unlink(control)
-            logger.info("unmounted \(mountPoint)")
-        } catch { tracer?.flush(); fail(error.description) }
-        tracer?.flush()
-        withExtendedLifetime(machineInstance) {}
-    }
-
-    func fail(_ message: String) -> Never {
-        FileHandle.standardError.write(Data("efivarfs-bridge: \(message)\n".utf8))
-        Foundation.exit(1)
-    }
+/// One line on stderr.
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data("efivarfs-bridge: \(message)\n".utf8))
 }

@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
+import Guest
 import Logging
-import SvsmEfiVars
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 /// `--verbose` and `--log-level`: quiet by default (warnings and errors only), on stderr.
 struct LoggingOptions: ParsableArguments {

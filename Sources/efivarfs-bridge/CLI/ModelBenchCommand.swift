@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
 import Foundation
-import SvsmEfiVars
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 /// The cost of the model itself, in process: no FUSE, no kernel.
 struct ModelBenchCommand: ParsableCommand {
@@ -25,8 +32,8 @@ struct ModelBenchCommand: ParsableCommand {
         let vendor = EfiGuid("cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0")!
         for writers in [1, 8] {
             try? FileManager.default.removeItem(atPath: dir)
-            let (file, _) = try NativeStoreFile.open(directory: dir)
-            let service = VariableService(store: VariableStore(), persistence: file)
+            let (journal, _) = try NativeJournal.open(directory: dir)
+            let service = VariableService(store: VariableStore(), journal: journal)
             let perWriter = max(1, min(iterations, 100_000) / writers)
             let t0 = DispatchTime.now().uptimeNanoseconds
             DispatchQueue.concurrentPerform(iterations: writers) { w in
@@ -37,7 +44,7 @@ struct ModelBenchCommand: ParsableCommand {
                 }
             }
             let s = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-            let g = service.groupCommitStatistics
+            let g = service.syncStatistics
             print(String(format: "durable SetVariable, %d writer(s): %.0f per second; %d fdatasyncs for %d writes (%.1f per sync)",
                          writers, Double(perWriter * writers) / s, g.syncs, Int(g.acknowledged), Double(g.acknowledged) / Double(max(g.syncs, 1))))
             service.releaseStore()
@@ -60,7 +67,7 @@ struct ModelBenchCommand: ParsableCommand {
                 _ = try? m.transport.perform(.coreQueryProtocol, rcx: 4 << 32 | 1, on: v, caa: v.svsmCaa)
             } }
             if only != "svsm" { m.driver.onCpuHeld(v) { cpu in
-                measure("MM round trip (GET_VARIABLE Timeout)") { _ = cpu.getVariable(key, capacity: 2) }
+                measure("MM round trip (GET_VARIABLE Timeout)") { _ = try? cpu.getVariable(key, capacity: 2) }
             } }
         }
     }

@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
 import Foundation
-import SvsmEfiVars
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 struct ScenarioCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
 import Foundation
-import SvsmEfiVars
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 struct TraceCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,9 +22,9 @@ struct TraceCommand: ParsableCommand {
             discussion: "Example:\n  efivarfs-bridge trace summarize /tmp/svsm.jsonl")
         @Argument(help: "A trace written by `mount --trace`.") var file: String
         func run() throws {
-            do { print(TraceAnalysis.render(try TraceAnalysis.read(path: file)), terminator: "") } catch {
-                FileHandle.standardError.write(Data("efivarfs-bridge: \(error)\n".utf8)); throw ExitCode(1)
-            }
+            let records: [TraceRecord]
+            do { records = try TraceAnalysis.read(path: file) } catch { throw cliFail("\(error)") }
+            try writeStdout(Array(TraceAnalysis.render(records).utf8))
         }
     }
 
@@ -30,12 +37,14 @@ struct TraceCommand: ParsableCommand {
         @Argument(help: "Where to write the timeline.") var output: String
         func validate() throws { guard perfetto else { throw ValidationError("choose an output format: --perfetto") } }
         func run() throws {
-            do {
-                let json = TraceAnalysis.chromeTrace(try TraceAnalysis.read(path: file))
-                let data = try JSONSerialization.data(withJSONObject: json, options: [.sortedKeys])
-                try data.write(to: URL(fileURLWithPath: output))
-            } catch {
-                FileHandle.standardError.write(Data("efivarfs-bridge: \(error)\n".utf8)); throw ExitCode(1)
+            let records: [TraceRecord]
+            do { records = try TraceAnalysis.read(path: file) } catch { throw cliFail("\(error)") }
+            let data: Data
+            do { data = try JSONSerialization.data(withJSONObject: TraceAnalysis.chromeTrace(records), options: [.sortedKeys]) } catch {
+                throw cliFail("cannot encode the timeline: \(error.localizedDescription)")
+            }
+            do { try DurableFile.replace(output, with: Array(data)) } catch {
+                throw cliFail("cannot write \(output): \(String(cString: strerror(error.errno)))")
             }
         }
     }

@@ -1,6 +1,13 @@
 import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
 import Foundation
-import SvsmEfiVars
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
 
 /// Exit codes of the scripting commands.
 enum CliExit {
@@ -11,7 +18,7 @@ enum CliExit {
 }
 
 func cliFail(_ message: String, code: Int32 = CliExit.failure) -> ExitCode {
-    FileHandle.standardError.write(Data("efivarfs-bridge: \(message)\n".utf8))
+    printError(message)
     return ExitCode(code)
 }
 
@@ -26,11 +33,9 @@ struct CommandOutput: Codable {
     }
     mutating func print(_ line: String) { stdout += Array((line + "\n").utf8) }
 
-    /// The outcome of a SetVariable as the scripting commands report it.
-    static func setResult(_ name: String, _ status: EfiStatus) -> CommandOutput {
-        if status == .notFound { return .fail("\(name): no such variable", code: CliExit.notFound) }
-        if status != .success { return .fail("\(name): refused by the store: \(status.name)", code: CliExit.refused) }
-        return CommandOutput()
+    /// An SVSM call that failed: exit 1 with the reason.
+    static func svsmFailure(_ what: String, _ e: SvsmCallError) -> CommandOutput {
+        .fail("\(what): the SVSM call failed: \(e)", code: CliExit.failure)
     }
 }
 
@@ -40,24 +45,31 @@ struct CommandOutput: Codable {
 protocol DriverCommand: ParsableCommand {
     var machine: MachineOptions { get }
     func perform(on m: Machine) -> CommandOutput
+    /// The arguments to send to a live mount's server: whatever must be read on this side
+    /// (a file named relative to the caller) is replaced by what it holds.
+    func argumentsForServer() throws -> [String]
 }
 
 extension DriverCommand {
+    func argumentsForServer() throws -> [String] { Array(CommandLine.arguments.dropFirst()) }
+
     func run() throws {
         let output: CommandOutput
         do {
             let m = try Machine(machine.configuration())
             output = perform(on: m)
-        } catch Machine.BootError.store(let e as NativeStoreFile.Failure) {
-            guard case .locked(_, _, let control?) = e, !control.isEmpty,
-                  let remote = ControlSocket.run(path: control, arguments: Array(CommandLine.arguments.dropFirst())) else {
-                throw cliFail(e.description)
+        } catch Machine.BootError.store(.locked(let store, let owner, let control?)) {
+            do { output = try ControlSocket.run(path: control, arguments: try argumentsForServer()) } catch let e as ControlSocket.ExchangeError {
+                switch e {
+                case .unreachable: throw cliFail("the store \(store) is in use by \(owner), which does not answer on \(control)")
+                case .noAnswer:
+                    throw cliFail("the store \(store) is in use by \(owner), which did not answer within \(Int(ControlSocket.timeout)) s (stopped or hung?)")
+                }
             }
-            output = remote
         } catch {
             throw cliFail("\(error)")
         }
-        FileHandle.standardOutput.write(Data(output.stdout))
+        try writeStdout(output.stdout)
         if !output.stderr.isEmpty { FileHandle.standardError.write(Data(output.stderr.utf8)) }
         if output.code != 0 { throw ExitCode(output.code) }
     }
@@ -76,21 +88,36 @@ func jsonString(_ s: String) -> String {
 }
 
 struct ListCommand: DriverCommand {
-    static let configuration = CommandConfiguration(commandName: "list", abstract: "List the variables the OS sees (GetNextVariableName).",
-                                                    discussion: "Examples:\n  efivarfs-bridge list\n  efivarfs-bridge list --json | jq -r '.[].name'")
+    static let configuration = CommandConfiguration(commandName: "list", abstract: "List every variable the OS sees (GetNextVariableName).",
+                                                    discussion: """
+                                                        Unlike efivarfs, which stops at a name longer than its 512-byte buffer,
+                                                        list asks again with the size the store needs, so it shows every variable.
+
+                                                        Examples:
+                                                          efivarfs-bridge list
+                                                          efivarfs-bridge list --json | jq -r '.[].name'
+                                                        """)
     @Flag(help: "One JSON array of {name, guid, attributes, size}.") var json = false
     @OptionGroup var machine: MachineOptions
 
     func perform(on m: Machine) -> CommandOutput {
         var out = CommandOutput()
-        let entries: [(VariableKey, VariableAttributes, Int)] = m.driver.onCpu { cpu in
-            var out: [(VariableKey, VariableAttributes, Int)] = []
-            var previous = VariableKey(guid: .zero, name: [])
-            while case .next(let k) = cpu.getNextVariable(after: previous, nameBufferSize: 1024) {
-                previous = k
-                if case .bufferTooSmall(let a, let size) = cpu.getVariable(k, capacity: 0) { out.append((k, a, size)) }
+        let (listing, entries): (VariableEnumeration, [(VariableKey, VariableAttributes, Int)]) = m.driver.onCpu { cpu in
+            let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: true)
+            let entries = listing.keys.compactMap { k -> (VariableKey, VariableAttributes, Int)? in
+                if case .bufferTooSmall(let a, let size)? = try? cpu.getVariable(k, capacity: 0) { return (k, a, size) }
+                return nil
             }
-            return out
+            return (listing, entries)
+        }
+        switch listing.end {
+        case .complete: break
+        case .svsmCallFailed(let e): return .svsmFailure("list", e)
+        case .failed(let s): return .fail("list: GetNextVariableName answered \(s.name) after \(listing.keys.count) variables", code: CliExit.refused)
+        case .unsupported: return .fail("list: the store does not support GetNextVariableName", code: CliExit.refused)
+        case .nameTooLong(let n):
+            return .fail("list: stopped after \(listing.keys.count) variables: the next name needs \(n) bytes, more than the MM buffer carries", code: CliExit.failure)
+        case .duplicate(let k): return .fail("list: the store returned \(k) twice; stopped after \(listing.keys.count) variables", code: CliExit.failure)
         }
         if json {
             let items = entries.map { k, a, n in
@@ -121,7 +148,9 @@ struct GetCommand: DriverCommand {
     func perform(on m: Machine) -> CommandOutput {
         var out = CommandOutput()
         guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
-        switch m.driver.onCpu({ $0.readVariable(key) }) {
+        let r: GetVariableResult
+        do { r = try m.driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.readVariable(key) } } catch { return .svsmFailure(name, error) }
+        switch r {
         case .found(let attrs, let data):
             if raw { out.stdout = data }
             else if hex { out.print(Hex.encode(data)) }
@@ -142,49 +171,6 @@ struct GetCommand: DriverCommand {
     }
 }
 
-struct SetCommand: DriverCommand {
-    static let configuration = CommandConfiguration(commandName: "set", abstract: "Write one variable (SetVariable).",
-        discussion: """
-            Examples:
-              efivarfs-bridge set Greeting-210be57c-9849-4fc7-a635-e6382d1aec27 --attributes nv,bs,rt --ascii hello
-              efivarfs-bridge set Timeout-global --attributes 0x7 --hex 0500
-              efivarfs-bridge set db-security --attributes nv,bs,rt,at,ap --data-file db-append.auth
-            """)
-    @Argument(help: "Name-GUID, GUID-Name, or Name-<short GUID name>.") var name: String
-    @Option(help: "nv,bs,rt[,hr,at,ap] or a number such as 0x7.") var attributes: String
-    @Option(help: "Take the data from a file.") var dataFile: String?
-    @Option(help: "The data as hex.") var hex: String?
-    @Option(help: "The data as UCS-2 (with a terminating NUL).") var utf16: String?
-    @Option(help: "The data as ASCII (without a NUL).") var ascii: String?
-    @Flag(help: "Add APPEND_WRITE.") var append = false
-    @OptionGroup var machine: MachineOptions
-
-    func validate() throws {
-        _ = try parseName(name)
-        guard VariableAttributes(parsing: attributes) != nil else { throw ValidationError("bad --attributes '\(attributes)': use nv,bs,rt,hr,at,ap or a number") }
-        guard [dataFile != nil, hex != nil, utf16 != nil, ascii != nil].filter({ $0 }).count == 1 else {
-            throw ValidationError("give the data once: --data-file, --hex, --utf16 or --ascii")
-        }
-        if let h = hex, Hex.decode(h) == nil { throw ValidationError("--hex: odd number of digits or a non-hex character") }
-    }
-
-    func data() -> [UInt8]? {
-        if let f = dataFile { return FileManager.default.contents(atPath: f).map(Array.init) }
-        if let h = hex { return Hex.decode(h) }
-        if let u = utf16 { return Ucs2.nulTerminatedBytes(Ucs2.units(u)) }
-        return Array((ascii ?? "").utf8)
-    }
-
-    func perform(on m: Machine) -> CommandOutput {
-        guard let key = VariableName.parse(name), var attrs = VariableAttributes(parsing: attributes) else {
-            return .fail("\(name): bad name or attributes", code: 64)
-        }
-        if append { attrs.insert(.appendWrite) }
-        guard let bytes = data() else { return .fail("cannot read \(dataFile ?? "the data")", code: CliExit.failure) }
-        return CommandOutput.setResult(name, m.driver.onCpu { $0.setVariable(key, attributes: attrs.rawValue, data: bytes) })
-    }
-}
-
 struct DeleteCommand: DriverCommand {
     static let configuration = CommandConfiguration(commandName: "delete", abstract: "Delete one variable (SetVariable with attributes 0).",
                                                     discussion: "Example:\n  efivarfs-bridge delete BootNext-global")
@@ -193,51 +179,8 @@ struct DeleteCommand: DriverCommand {
     func validate() throws { _ = try parseName(name) }
     func perform(on m: Machine) -> CommandOutput {
         guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
-        return CommandOutput.setResult(name, m.driver.onCpu { $0.setVariable(key, attributes: 0, data: []) })
-    }
-}
-
-struct InfoCommand: DriverCommand {
-    static let configuration = CommandConfiguration(commandName: "info", abstract: "Storage figures, the MM payload size, vCPUs, Secure Boot state and the UEFI-MM attestation manifest.",
-                                                    discussion: "Example:\n  efivarfs-bridge info --json")
-    @Flag(help: "One JSON object.") var json = false
-    @OptionGroup var machine: MachineOptions
-
-    func perform(on m: Machine) -> CommandOutput {
-        var out = CommandOutput()
-        let sets: [(String, UInt32)] = [("nv,bs,rt", 0x7), ("bs,rt", 0x6), ("nv,bs,rt,at", 0x27)]
-        let (infos, sb, setup, pk): ([(String, VariableStore.VariableInfo?)], UInt8?, UInt8?, Bool) = m.driver.onCpu { cpu in
-            let i = sets.map { (n, a) -> (String, VariableStore.VariableInfo?) in
-                if case .success(let v) = cpu.queryVariableInfo(attributes: a) { return (n, v) }
-                return (n, nil)
-            }
-            func byte(_ n: String) -> UInt8? { if case .found(_, let d) = cpu.readVariable(VariableKey(n, .globalVariable)) { return d.first }; return nil }
-            var hasPk = false
-            if case .found = cpu.readVariable(VariableKey("PK", .globalVariable)) { hasPk = true }
-            return (i, byte("SecureBoot"), byte("SetupMode"), hasPk)
-        }
-        let target = machine.storeDirectory ?? machine.liveFd ?? machine.liveJson
-        // Only what the model knows: COCONUT's manifest flag secureboot_enabled is "PK
-        // exists" (uefi_mm_get_manifest), which the store answers; the other two flags
-        // depend on the SVSM build and are not modelled here.
-        if json {
-            let q = infos.map { n, v in
-                "\"\(n)\":" + (v.map { "{\"maximum_storage\":\($0.maximumVariableStorageSize),\"remaining_storage\":\($0.remainingVariableStorageSize),\"maximum_variable\":\($0.maximumVariableSize)}" } ?? "null")
-            }.joined(separator: ",")
-            out.print("{\"query_variable_info\":{\(q)},\"payload_size\":\(m.driver.maxPayloadSize),\"vcpus\":\(m.vcpus.count),"
-                  + "\"secure_boot\":\(sb ?? 0),\"setup_mode\":\(setup ?? 0),"
-                  + "\"manifest\":{\"secureboot_enabled\":\(pk),\"source\":\"derived from the store: PK present\",\"not_modelled\":[\"persistent_nv_vars\",\"secureboot_db_update\"]},"
-                  + "\"store\":\(target.map(jsonString) ?? "null")}")
-        } else {
-            for (n, v) in infos {
-                if let v { out.print("QueryVariableInfo(\(n)): maximum storage \(v.maximumVariableStorageSize), remaining \(v.remainingVariableStorageSize), maximum variable \(v.maximumVariableSize)") }
-                else { out.print("QueryVariableInfo(\(n)): refused") }
-            }
-            out.print("MM payload size: \(m.driver.maxPayloadSize) bytes\nvCPUs: \(m.vcpus.count)")
-            out.print("SecureBoot: \(sb ?? 0), SetupMode: \(setup ?? 0)")
-            out.print("UEFI-MM manifest: secureboot_enabled=\(pk) (derived from the store: PK present); persistent_nv_vars and secureboot_db_update: not modelled")
-            out.print("store: \(target ?? "(memory only)")")
-        }
-        return out
+        do {
+            return SetCommand.result(name, try m.driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.setVariable(key, attributes: 0, data: []) })
+        } catch { return .svsmFailure(name, error) }
     }
 }

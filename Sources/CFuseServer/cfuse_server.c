@@ -1,0 +1,156 @@
+// The FUSE worker pool and its shutdown (see cfuse_server.h).
+//
+// Why not libfuse's own loop and signal handlers: fuse_set_signal_handlers' handler calls
+// fuse_session_exit(), after which fuse_session_receive_buf() drops a request it has
+// already read from /dev/fuse (it returns 0 when it finds the session exited after the
+// read): that request is never answered, and its caller sits in request_wait_answer for
+// good. fuse_session_loop_mt() also cancels idle workers blocked in read(2) with
+// pthread_cancel, which ThreadSanitizer reports. Here a signal only wakes the main thread;
+// workers keep answering until the connection itself goes away.
+#define FUSE_USE_VERSION 312
+#define _GNU_SOURCE
+#include "cfuse_server.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <time.h>
+#include <unistd.h>
+
+static int stop_pipe[2] = { -1, -1 };
+
+static void on_stop_signal(int sig) {
+    (void)sig;
+    int saved = errno;
+    char b = 's';
+    if (write(stop_pipe[1], &b, 1) < 0) { /* the pipe is full: a wake-up is already pending */ }
+    errno = saved;
+}
+
+int cfuse_install_stop_handlers(void) {
+    if (stop_pipe[0] < 0 && pipe2(stop_pipe, O_CLOEXEC | O_NONBLOCK) != 0) return -1;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0 || sigaction(SIGHUP, &sa, NULL) != 0) return -1;
+    signal(SIGPIPE, SIG_IGN);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL) == 0 ? 0 : -1;
+}
+
+struct worker {
+    pthread_t thread;
+    struct fuse_session *se;
+    int done;
+};
+
+// One worker: reads and processes requests until the connection is gone (read fails with
+// ENODEV after an unmount or an abort), then wakes the main thread.
+static void *worker_main(void *arg) {
+    struct worker *w = arg;
+    // Workers never take the stop signals: the main thread does.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    struct fuse_buf buf = { .mem = NULL };
+    for (;;) {
+        int res = fuse_session_receive_buf(w->se, &buf);
+        if (res == -EINTR || res == -EAGAIN) continue;
+        if (res <= 0) break;
+        fuse_session_process_buf(w->se, &buf);
+    }
+    free(buf.mem);
+    __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);
+    char b = 'w';
+    if (write(stop_pipe[1], &b, 1) < 0) { /* already woken */ }
+    return NULL;
+}
+
+static int all_done(struct worker *ws, unsigned n) {
+    for (unsigned i = 0; i < n; i++)
+        if (!__atomic_load_n(&ws[i].done, __ATOMIC_ACQUIRE)) return 0;
+    return 1;
+}
+
+// Waits up to `ms` for every worker to finish (they all see the connection end at once,
+// so this is usually immediate).
+static int wait_done(struct worker *ws, unsigned n, int ms) {
+    for (int waited = 0; waited < ms * 10; waited++) {
+        if (all_done(ws, n)) return 1;
+        usleep(100);
+    }
+    return all_done(ws, n);
+}
+
+// Ends the connection through fusectl (Documentation/filesystems/fuse.rst, "Aborting a
+// filesystem connection"): every request still waiting fails with ENOTCONN and every
+// worker's read returns ENODEV. fusectl is mounted if it is not (root only).
+static int abort_connection(dev_t dev) {
+    char path[96];
+    snprintf(path, sizeof path, "/sys/fs/fuse/connections/%u/abort", minor(dev));
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        if (mount("fusectl", "/sys/fs/fuse/connections", "fusectl", 0, NULL) == 0)
+            fd = open(path, O_WRONLY | O_CLOEXEC);
+    }
+    if (fd < 0) return -1;
+    int ok = write(fd, "1", 1) == 1;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads) {
+    if (threads < 1) threads = 1;
+    if (threads > 1024) threads = 1024;
+    struct worker *ws = calloc(threads, sizeof *ws);
+    if (ws == NULL) return -1;
+    unsigned started = 0;
+    for (; started < threads; started++) {
+        ws[started].se = se;
+        if (pthread_create(&ws[started].thread, NULL, worker_main, &ws[started]) != 0) break;
+    }
+    if (started == 0) { free(ws); return -1; }
+    // The connection's number, for an abort later: the device of the mounted root. Asked
+    // only now that workers answer, since the stat is a request to this very server.
+    struct stat st;
+    dev_t dev = stat(mountpoint, &st) == 0 ? st.st_dev : 0;
+    // Sleep until a stop signal or a worker that lost the connection wakes us.
+    for (;;) {
+        struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };
+        if (poll(&p, 1, 1000) > 0) {
+            char b;
+            if (read(stop_pipe[0], &b, 1) == 1) break;
+        }
+        if (all_done(ws, started)) break;
+    }
+    // Unmount (lazily, as libfuse does for root). With no file open the connection ends and
+    // the workers stop; with files open it stays, and is aborted after a short grace period
+    // in which those files' requests are still answered.
+    fuse_session_unmount(se);
+    int rc = 0;
+    if (!wait_done(ws, started, 1000)) {
+        if (dev == 0 || abort_connection(dev) != 0 || !wait_done(ws, started, 5000)) rc = 1;
+    }
+    if (rc == 0) {
+        for (unsigned i = 0; i < started; i++) pthread_join(ws[i].thread, NULL);
+        free(ws);
+    }
+    return rc;
+}

@@ -1,0 +1,18 @@
+#ifndef EFIVARFS_BRIDGE_CFUSE_SERVER_H
+#define EFIVARFS_BRIDGE_CFUSE_SERVER_H
+
+struct fuse_session;
+
+/// Serves a mounted FUSE session with `threads` workers until a stop is asked for
+/// (SIGINT, SIGTERM, SIGHUP) or the kernel ends the connection (an unmount from outside),
+/// then unmounts and stops every worker even while files are still open. Every request a
+/// worker has read is processed and answered. Returns 0; or 1 when the connection could
+/// not be aborted (no fusectl): the caller should then exit the process, which closes
+/// /dev/fuse and ends the connection.
+int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads);
+
+/// Installs the stop signals' handler (call before starting threads, so they inherit the
+/// mask); returns 0 or -1 with errno.
+int cfuse_install_stop_handlers(void);
+
+#endif

@@ -1,0 +1,125 @@
+import EfiTypes
+import Guest
+import MmWire
+
+extension SvsmVariableDriver {
+    /// The efivar operations, bound to the vCPU the caller holds (`get_variable`,
+    /// `get_next_variable`, `set_variable`, `query_variable_info`).
+    public struct Cpu {
+        let driver: SvsmVariableDriver
+        public let vcpu: Vcpu
+
+        /// VariablePayloadSize from the probe: the most one message carries.
+        public var maxPayloadSize: Int { driver.maxPayloadSize }
+
+        var communicator: MmCommunicator<SvsmMmChannel> {
+            MmCommunicator(channel: SvsmMmChannel(transport: driver.transport, vcpu: vcpu, caa: vcpu.svsmCaa,
+                                                  buffer: driver.buffers[vcpu.apicId]!, bufferSize: driver.bufferSize))
+        }
+
+        func call(_ function: SmmVariableFunction, _ payload: [UInt8]) throws(SvsmCallError) -> (EfiStatus, [UInt8]) {
+            try communicator.variableCall(function, payload: payload)
+        }
+
+        /// `tee_get_variable`: the data size asked for is trimmed to what fits the payload.
+        public func getVariable(_ key: VariableKey, capacity: Int) throws(SvsmCallError) -> GetVariableResult {
+            let nameSize = key.nameSize
+            let room = driver.maxPayloadSize - AccessVariablePayload.nameOffset - nameSize
+            guard room >= 0 else { return .error(.invalidParameter) }
+            let asked = min(capacity, room)
+            let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: 0, dataSize: asked)
+            let (status, reply) = try call(.getVariable, payload)
+            guard status == .success || status == .bufferTooSmall else { return .error(status) }
+            guard reply.count >= AccessVariablePayload.nameOffset else { return .error(.deviceError) }
+            let size = Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.dataSizeOffset))
+            let attrs = VariableAttributes(rawValue: reply.loadLE(UInt32.self, at: AccessVariablePayload.attributesOffset))
+            if status == .bufferTooSmall { return .bufferTooSmall(attributes: attrs, size: size) }
+            // A reply that claims more than the buffer holds is the service's error: never
+            // read past what came back.
+            let replyNameSize = Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.nameSizeOffset))
+            let (start, overflow) = AccessVariablePayload.nameOffset.addingReportingOverflow(replyNameSize)
+            guard !overflow, size <= asked, start <= reply.count, size <= reply.count - start else { return .error(.deviceError) }
+            return .found(attributes: attrs, data: Array(reply[start..<(start + size)]))
+        }
+
+        /// Reads a whole variable: a size query, then the fetch, retried while it grows.
+        /// A consistent snapshot, unlike the kernel's ignored second status.
+        public func readVariable(_ key: VariableKey) throws(SvsmCallError) -> GetVariableResult {
+            var capacity = 0
+            for _ in 0..<8 {
+                let r = try getVariable(key, capacity: capacity)
+                guard case .bufferTooSmall(_, let size) = r else { return r }
+                if size <= capacity { return .error(.deviceError) }  // cannot be read through the buffer
+                capacity = size
+            }
+            return .error(.deviceError)
+        }
+
+        /// `tee_get_next_variable`.
+        public func getNextVariable(after key: VariableKey, nameBufferSize: Int) throws(SvsmCallError) -> GetNextVariableNameResult {
+            let inSize = key.nameSize
+            guard nameBufferSize >= inSize, inSize <= driver.maxPayloadSize - GetNextVariableNamePayload.nameOffset else {
+                return .error(.invalidParameter)
+            }
+            let out = min(nameBufferSize, driver.maxPayloadSize - GetNextVariableNamePayload.nameOffset)
+            let payload = GetNextVariableNamePayload.encode(guid: key.guid, name: key.name, nameBufferSize: out)
+            let (status, reply) = try call(.getNextVariableName, payload)
+            guard reply.count >= GetNextVariableNamePayload.nameOffset else { return .error(.deviceError) }
+            let size = Int(clamping: reply.loadLE(UInt64.self, at: GetNextVariableNamePayload.nameSizeOffset))
+            switch status {
+            case .success:
+                guard let name = Ucs2.readNulTerminated(reply, offset: GetNextVariableNamePayload.nameOffset,
+                                                        byteCount: min(size, reply.count - GetNextVariableNamePayload.nameOffset)) else {
+                    return .error(.deviceError)
+                }
+                return .next(VariableKey(guid: EfiGuid(bytes: reply, at: GetNextVariableNamePayload.guidOffset), name: name))
+            case .bufferTooSmall: return .bufferTooSmall(needed: size)
+            default: return .error(status)
+            }
+        }
+
+        /// `get_property_int`: NOT_FOUND means "no property" (all zero). Nil when the
+        /// service has no VAR_CHECK properties (probed once at load).
+        public func getProperty(_ key: VariableKey) throws(SvsmCallError) -> Result<VariableProperty, EfiStatusError>? {
+            guard driver.hasVarCheckProperties else { return nil }
+            let payload = VarCheckPropertyPayload.encode(guid: key.guid, name: key.name, property: VariableProperty(revision: 0, minSize: 0, maxSize: 0))
+            guard payload.count <= driver.maxPayloadSize else { return .failure(.invalidParameter) }
+            let (status, reply) = try call(.varCheckVariablePropertyGet, payload)
+            if status == .notFound { return .success(VariableProperty(revision: 0, minSize: 0, maxSize: 0)) }
+            guard status == .success else { return .failure(EfiStatusError(status.isError ? status : .deviceError)) }
+            guard reply.count >= VarCheckPropertyPayload.propertyOffset + VariableProperty.size else { return .failure(.deviceError) }
+            return .success(VariableProperty(decoding: reply, at: VarCheckPropertyPayload.propertyOffset))
+        }
+
+        /// `tee_set_variable`: payload limit, property check where the service has one
+        /// (READ_ONLY → WRITE_PROTECTED, also for deletes), then SET_VARIABLE.
+        public func setVariable(_ key: VariableKey, attributes: UInt32, data: [UInt8]) throws(SvsmCallError) -> EfiStatus {
+            guard !key.name.isEmpty else { return .invalidParameter }
+            let size = AccessVariablePayload.nameOffset + key.nameSize + data.count
+            guard size <= driver.maxPayloadSize else { return .invalidParameter }
+            switch try getProperty(key) {
+            case .failure(let e)?: return e.status
+            case .success(let p)?: if p.isReadOnly { return .writeProtected }
+            case nil: break
+            }
+            let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: attributes,
+                                                       dataSize: data.count, data: data)
+            return try call(.setVariable, payload).0
+        }
+
+        /// `tee_query_variable_info`.
+        public func queryVariableInfo(attributes: UInt32) throws(SvsmCallError) -> Result<VariableStorageInfo, EfiStatusError> {
+            let (status, reply) = try call(.queryVariableInfo, QueryVariableInfoPayload.encode(attributes: attributes))
+            guard status == .success else { return .failure(EfiStatusError(status.isError ? status : .deviceError)) }
+            guard reply.count >= QueryVariableInfoPayload.size else { return .failure(.deviceError) }
+            return .success(VariableStorageInfo(
+                maximumVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableStorageSizeOffset),
+                remainingVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.remainingVariableStorageSizeOffset),
+                maximumVariableSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableSizeOffset)))
+        }
+    }
+}
+
+extension EfiStatusError {
+    static let deviceError = EfiStatusError(.deviceError)
+}

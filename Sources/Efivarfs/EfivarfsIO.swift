@@ -1,0 +1,115 @@
+import Driver
+import EfiTypes
+import Guest
+import MmWire
+
+extension Efivarfs {
+    /// `efivarfs_file_read`: every read fetches the variable afresh; NOT_FOUND is EOF. The
+    /// non-root rate limit counts against the uid that opened `handle`.
+    public func read(_ ino: UInt64, handle: UInt64?, offset: Int64, count: Int, caller: Caller) throws(Errno) -> [UInt8] {
+        let n = try node(ino)
+        let uid = handle.flatMap(opener) ?? caller.uid
+        if uid != 0 { rateLimiter.wait(uid: uid) }
+        let r: GetVariableResult
+        do { r = try driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.readVariable(n.key) } } catch {
+            throw .ioError  // the SVSM call failed: EFI_DEVICE_ERROR in Linux
+        }
+        switch r {
+        case .found(let attrs, let data):
+            var out = [UInt8](repeating: 0, count: 4)
+            out.storeLE(attrs.rawValue, at: 0)
+            out.append(contentsOf: data)
+            guard offset >= 0, offset < Int64(out.count) else { return [] }
+            let start = Int(offset)
+            return Array(out[start..<min(out.count, start + count)])
+        case .error(.notFound):
+            return []
+        case .error(let s):
+            throw efiStatusToErrno(s) ?? .ioError
+        case .bufferTooSmall:
+            throw .ioError
+        }
+    }
+
+    /// `efivarfs_file_write`: one write(2) is one SetVariable.
+    public func write(_ ino: UInt64, _ buffer: [UInt8]) throws(Errno) -> Int {
+        if options.readOnly { throw .readOnlyFileSystem }
+        guard buffer.count >= 4 else { throw .invalidArgument }
+        let raw = buffer.loadLE(UInt32.self, at: 0)
+        guard raw & ~VariableAttributes.linuxMask.rawValue == 0 else { throw .invalidArgument }
+        let n = try node(ino)
+        let data = Array(buffer[4...])
+        guard EfivarfsValidation.validate(n.key, data: data) else { throw .invalidArgument }
+        let newSize: Int? = try underEfivarsLock { () throws(Errno) -> Int? in
+            do {
+                return try driver.onCpu { (cpu) throws(SvsmCallError) -> Result<Int?, Errno> in
+                    if !data.isEmpty {
+                        let s = try checkVariableSize(cpu, attributes: raw, size: data.count + n.key.name.count * 2)
+                        if s != .success { return .failure(efiStatusToErrno(s) ?? .invalidArgument) }
+                    }
+                    let status = try cpu.setVariable(n.key, attributes: raw, data: data)
+                    if status == .notFound { return .failure(.ioError) }
+                    if let e = efiStatusToErrno(status) { return .failure(e) }
+                    switch try cpu.getVariable(n.key, capacity: 0) {
+                    case .bufferTooSmall(_, let size): return .success(size)
+                    case .found(_, let d): return .success(d.count)
+                    case .error(.notFound): return .success(nil)
+                    case .error: return .success(0)
+                    }
+                }.get()
+            } catch let e as Errno { throw e } catch { throw .ioError }
+        }
+        table.withLock { _ in
+            if let size = newSize {
+                n.size = Int64(size + 4)
+            } else {
+                n.size = 0  // deleted: gone at last close
+            }
+            let now = EfivarfsNode.now()
+            n.mtime = now
+            n.ctime = now
+        }
+        return buffer.count
+    }
+
+    /// `check_var_size` with the x86 `efi_query_variable_store` (arch/x86/platform/efi/
+    /// quirks.c): only for non-volatile writes, refuse one that would leave less than
+    /// EFI_MIN_RESERVE bytes. The subtraction wraps as the kernel's u64 does, so a write
+    /// larger than the space left passes here and the store answers OUT_OF_RESOURCES. The
+    /// garbage-collection dummy write the kernel tries first is not modelled: the store
+    /// has no garbage to collect.
+    func checkVariableSize(_ cpu: SvsmVariableDriver.Cpu, attributes: UInt32, size: Int) throws(SvsmCallError) -> EfiStatus {
+        guard attributes & VariableAttributes.nonVolatile.rawValue != 0 else { return .success }
+        switch try cpu.queryVariableInfo(attributes: attributes) {
+        case .failure(let e): return e.status
+        case .success(let info):
+            if options.reservedSpace > 0 && info.remainingVariableStorageSize &- UInt64(size) < options.reservedSpace {
+                return .outOfResources
+            }
+            return .success
+        }
+    }
+
+    /// `efivarfs_unlink`: delete with attributes 0; SUCCESS or NOT_FOUND count as success,
+    /// any other failure is EINVAL.
+    public func unlink(_ name: [UInt8]) throws(Errno) {
+        if options.readOnly { throw .readOnlyFileSystem }
+        guard EfivarfsName.isValid(name) else { throw .noSuchFile }
+        let k = EfivarfsName.lookupKey(name)
+        let n = try table.withLock { (t: inout Table) throws(Errno) -> EfivarfsNode in
+            guard let n = t.byName[k] else { throw .noSuchFile }
+            if n.immutable { throw .notPermitted }
+            return n
+        }
+        let status = underEfivarsLock { () -> EfiStatus in
+            (try? driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.setVariable(n.key, attributes: 0, data: []) }) ?? .deviceError
+        }
+        guard status == .success || status == .notFound else { throw .invalidArgument }
+        table.withLock { t in
+            if t.byName[k] === n { t.byName[k] = nil }
+            n.removed = true
+            n.ctime = EfivarfsNode.now()
+            if n.openCount == 0 && n.lookupCount == 0 { t.byIno[n.ino] = nil }
+        }
+    }
+}

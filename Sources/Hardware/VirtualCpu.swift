@@ -1,0 +1,20 @@
+import SvsmAbi
+
+/// One vCPU's architectural state while the guest runs at its VMPL: the registers of the
+/// call ABI, the GHCB MSR (0xC001_0130), and the VMSA page the processor saves them into
+/// when the vCPU exits.
+///
+/// Used by one thread at a time: whoever holds the vCPU (the guest's model of "interrupts
+/// off on this CPU", `VcpuSet.withVcpu`).
+public final class VirtualCpu: @unchecked Sendable {
+    public let apicId: UInt32
+    public var registers = SvsmRegisters()
+    public var ghcbMsr: UInt64 = 0
+    /// The VMSA of this vCPU's guest VMPL.
+    public let vmsa: GuestPhysicalAddress
+
+    public init(apicId: UInt32, vmsa: GuestPhysicalAddress) {
+        self.apicId = apicId
+        self.vmsa = vmsa
+    }
+}

@@ -1,0 +1,212 @@
+import Driver
+import EfiTypes
+import Guest
+import Hardware
+import Host
+import MmWire
+import Svsm
+import SvsmAbi
+import VariableService
+
+/// Which variable store a machine boots with.
+public enum StoreChoice: Sendable, Equatable {
+    /// In memory only: a fresh OVMF VM every time.
+    case memory
+    /// The durable native store in a directory; `create` allows making a new one.
+    case native(directory: String, create: Bool)
+    /// A VM's OVMF_VARS.fd, written in place.
+    case firmwareVolume(path: String)
+    /// A VM's QEMU uefi-vars JSON file, rewritten on each change.
+    case qemuJson(path: String)
+
+    /// The path that names the store, if it has one.
+    public var path: String? {
+        switch self {
+        case .memory: return nil
+        case .native(let d, _): return d
+        case .firmwareVolume(let p), .qemuJson(let p): return p
+        }
+    }
+}
+
+/// A booted SEV-SNP guest under an SVSM, assembled and brought up the way the real boot
+/// goes: the SVSM launches firmware on the boot vCPU with the CAA from the secrets page;
+/// firmware (OVMF) starts its APs, fills the variable store through protocol 4, and signals
+/// EndOfDxe, ReadyToBoot and ExitBootServices; the OS remaps the boot vCPU's CAA to its own
+/// pages with REMAP_CA, starts each AP with CREATE_VCPU naming its per-CPU CAA, and probes
+/// the variable driver.
+public final class Machine: Sendable {
+    public struct Configuration: Sendable {
+        public var vcpuCount = 4
+        public var faults = FaultPlan()
+        public var maxRetries = 16
+        public var limits = StoreLimits()
+        /// The non-volatile store's size asked for on the command line (nil: what the store
+        /// recorded when it was made, else the default).
+        public var nvStoreSize: Int?
+        public var observer: (any SvsmCallObserver)?
+        /// Record the boot steps for `scenario` output.
+        public var recordBoot = false
+        /// Secure Boot keys to find in the store at power-on.
+        public var enrolledKeys: KeyEnrollment?
+        public var store: StoreChoice = .memory
+        /// Written into the store's lock: how to reach this server.
+        public var lockNote = ""
+        public init() {}
+    }
+
+    public enum BootError: Error, CustomStringConvertible {
+        case vcpuCount(Int)
+        case memory(GuestMemoryError)
+        case svsm(String)
+        case probe(SvsmVariableDriver.ProbeError)
+        case store(StoreOpenError)
+        case storeSize(String)
+        public var description: String {
+            switch self {
+            case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
+            case .memory(let e): return "guest memory: \(e)"
+            case .svsm(let s): return "boot: \(s)"
+            case .probe(let e): return "driver probe: \(e)"
+            case .store(let e): return e.description
+            case .storeSize(let s): return s
+            }
+        }
+    }
+
+    /// Fixed guest-physical layout below the allocator (1 MiB).
+    public static let secretsPage = GuestPhysicalAddress(0x0000_9000)
+    public static let firmwareCaa = GuestPhysicalAddress(0x0000_A000)
+
+    public let memory: GuestMemory
+    public let allocator: PageAllocator
+    public let service: VariableService
+    public let svsm: Svsm
+    public let processor: Processor
+    public let hypervisor: Hypervisor
+    public let vcpus: VcpuSet
+    public let transport: SvsmCallTransport
+    public let driver: SvsmVariableDriver
+    public let bootLog: [String]
+    /// The firmware's runtime MM buffer and the boot vCPU's kernel boot CA page.
+    public let firmwareMmBuffer: GuestPhysicalAddress
+    public let bootCaPage: GuestPhysicalAddress
+    /// The store's non-volatile size in use.
+    public let nvStoreSize: Int
+
+    public init(_ config: Configuration = Configuration()) throws(BootError) {
+        guard (1...512).contains(config.vcpuCount) else { throw .vcpuCount(config.vcpuCount) }
+        var log: [String] = []
+        func note(_ s: String) { if config.recordBoot { log.append(s) } }
+
+        let memory = GuestMemory()
+        let allocator = PageAllocator(memory: memory)
+        let (store, journal, firstBoot) = try Machine.openStore(config)
+        self.nvStoreSize = store.limits.nvStoreSize
+        let service = VariableService(store: store, journal: journal)
+        let svsm = Svsm(memory: memory, mmService: service)
+        let processor = Processor(memory: memory, vmpl0: svsm)
+        let bootHypervisor = Hypervisor()
+        self.memory = memory; self.allocator = allocator; self.service = service; self.svsm = svsm; self.processor = processor
+        // The boot vCPU's VMSA lives in the SVSM's own memory; like every VMSA it must not be
+        // 2 MiB aligned (AMD erratum #1467).
+        let bootVmsa = memory.svsmRegion.start.advanced(by: 4096)
+        do {
+            try memory.fill(Machine.firmwareCaa, count: 4096, with: 0)
+            try SecretsPage.write(.init(base: memory.svsmRegion.start, size: memory.svsmRegion.length, caa: Machine.firmwareCaa,
+                                        maxVersion: 1, guestVmpl: 2), to: Machine.secretsPage, in: memory)
+            try svsm.launch(bootVmsa: bootVmsa, firmwareCaa: Machine.firmwareCaa)
+        } catch { throw .svsm("launch failed: \(error)") }
+        note("SVSM launch: boot vCPU 0, VMSA \(bootVmsa), CAA \(Machine.firmwareCaa) (secrets page SVSM_CAA)")
+
+        // Firmware runs on the boot vCPU with the secrets-page CAA; no fault injection yet.
+        let bootTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries,
+                                              observer: config.observer)
+        let bsp = Vcpu(apicId: 0, vmsa: bootVmsa, caa: Machine.firmwareCaa)
+        var all = [bsp]
+        let firmware = FirmwareModel(allocator: allocator, transport: bootTransport, bsp: bsp)
+        let fwBuffer: GuestPhysicalAddress
+        do {
+            fwBuffer = try firmware.boot(apCount: config.vcpuCount - 1, defaults: OvmfDefaults.entries, firstBoot: firstBoot, note: note)
+        } catch { throw .svsm("firmware: \(error)") }
+        self.firmwareMmBuffer = fwBuffer
+
+        // The OS takes over.
+        let os = OsBootModel(allocator: allocator, transport: bootTransport, bsp: bsp)
+        do {
+            let (bootCa, aps) = try os.boot(apCount: config.vcpuCount - 1, note: note)
+            self.bootCaPage = bootCa
+            all += aps
+        } catch { throw .svsm("OS: \(error)") }
+
+        // From here on the configured faults and observer apply.
+        self.vcpus = VcpuSet(all)
+        self.hypervisor = Hypervisor(faults: config.faults.host)
+        self.transport = SvsmCallTransport(processor: processor, hypervisor: hypervisor, maxRetries: config.maxRetries,
+                                           observer: config.observer)
+        do {
+            // Probe without faults so that a mount with --fault still comes up.
+            let probeTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries)
+            let probed = try SvsmVariableDriver(vcpus: vcpus, transport: probeTransport, allocator: allocator)
+            self.driver = SvsmVariableDriver(reusing: probed, transport: transport)
+        } catch { throw .probe(error) }
+        svsm.injectFaults(config.faults.svsm)
+        note("driver probe: QUERY_PROTOCOL(4,1) ok, payload \(driver.maxPayloadSize) bytes, \(vcpus.count) per-CPU MM buffers of \(driver.bufferSize) bytes"
+             + (driver.hasVarCheckProperties ? "" : "; no VAR_CHECK properties"))
+        self.bootLog = log
+    }
+
+    /// Opens the configured store: its variables as power-on finds them (enrolled keys,
+    /// AuthVariableLib's initial variables), the journal, and whether this is its first boot.
+    static func openStore(_ config: Configuration) throws(BootError) -> (VariableStore, (any VariableJournal)?, firstBoot: Bool) {
+        var limits = config.limits
+        var journal: (any VariableJournal)?
+        var saved: [ExportedVariable] = []
+        do {
+            switch config.store {
+            case .memory:
+                if let n = config.nvStoreSize { limits.nvStoreSize = n }
+            case .native(let dir, let create):
+                let (j, vars) = try NativeJournal.open(directory: dir, create: create, note: config.lockNote)
+                journal = j; saved = vars
+                limits.nvStoreSize = try nativeStoreSize(j, asked: config.nvStoreSize, default: limits.nvStoreSize, saved: saved)
+            case .firmwareVolume(let path):
+                let (j, vars) = try FirmwareVolumeJournal.open(path: path, note: config.lockNote)
+                journal = j; saved = vars
+                // The volume's own variable store decides the size (VARIABLE_STORE_HEADER.Size).
+                limits.nvStoreSize = j.storeSize
+            case .qemuJson(let path):
+                let (j, vars) = try QemuJsonJournal.open(path: path, note: config.lockNote)
+                journal = j; saved = vars
+                if let n = config.nvStoreSize { limits.nvStoreSize = n }
+            }
+        } catch let e as StoreOpenError { throw .store(e) } catch let e as BootError { throw e } catch { throw .storeSize("\(error)") }
+        var store = VariableStore(limits: limits)
+        store.restore(saved)
+        config.enrolledKeys?.enroll(into: &store)
+        store.initializeAuthVariables()
+        // What power-on changed in the non-volatile store (AuthVariableLib's initial
+        // variables, enrolled keys) is saved before the firmware runs.
+        if let j = journal {
+            do { try j.saveAtPowerOn(store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) }) } catch {
+                throw .store(.io(error))
+            }
+        }
+        return (store, journal, saved.isEmpty)
+    }
+
+    /// The native store's size: the one it recorded, or the one asked for if its variables
+    /// fit (then recorded), else the default (recorded for a new store).
+    static func nativeStoreSize(_ j: NativeJournal, asked: Int?, default: Int, saved: [ExportedVariable]) throws(BootError) -> Int {
+        let size = asked ?? j.recordedNvStoreSize ?? `default`
+        if size != j.recordedNvStoreSize {
+            var probe = VariableStore(limits: { var l = StoreLimits(); l.nvStoreSize = size; return l }())
+            probe.restore(saved)
+            if probe.nonVolatileUsed > probe.commonVariableSpace {
+                throw .storeSize("--nv-store-size \(size) is too small for \(j.directory): its variables need \(probe.nonVolatileUsed) bytes of \(probe.commonVariableSpace)")
+            }
+            do { try j.recordNvStoreSize(size) } catch { throw .store(.io(error)) }
+        }
+        return size
+    }
+}

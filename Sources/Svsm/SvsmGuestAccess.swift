@@ -1,0 +1,123 @@
+import EfiTypes
+import Hardware
+import MmWire
+import SvsmAbi
+
+/// Errors inside the SVSM, mapped to result codes in one place (COCONUT `errors.rs`).
+public enum SvsmError: Error, Equatable, Sendable {
+    case fault
+    case invalidAddress
+    case invalidParameter
+    case invalidFormat
+    case notSupported
+    case unsupportedCall
+    case unsupportedProtocol
+    /// A handler produced a response larger than the request it answers. COCONUT asserts
+    /// (panics the SVSM) here; an earlier COCONUT version returned INVALID_REQUEST, which is
+    /// what this model does so that a guest can never crash it.
+    case responseTooLarge
+    /// A hardware-style failure code from PVALIDATE and friends.
+    case sevSnp(UInt32)
+
+    public var resultCode: SvsmResultCode {
+        switch self {
+        case .fault, .invalidAddress: return .invalidAddress
+        case .invalidParameter: return .invalidParameter
+        case .invalidFormat: return .invalidFormat
+        case .notSupported, .responseTooLarge: return .invalidRequest
+        case .unsupportedCall: return .unsupportedCall
+        case .unsupportedProtocol: return .unsupportedProtocol
+        case .sevSnp(let rc): return .protocolBase(rc)
+        }
+    }
+}
+
+/// One entry of the SVSM's per-CPU registry (COCONUT `PERCPU_VMSAS`): the VMSA the CPU runs
+/// at the guest's VMPL and the CAA bound to it.
+public struct VcpuBinding: Equatable, Sendable {
+    public var apicId: UInt32
+    public var vmsa: GuestPhysicalAddress
+    public var caa: GuestPhysicalAddress
+}
+
+/// The pages the SVSM protects, derived from its registry: every registered VMSA page,
+/// and every registered CAA (its page, and its first 8 bytes for region checks).
+public struct ProtectedPages: Sendable, Equatable {
+    public var vmsaPages: Set<UInt64> = []
+    /// CAA GPAs by the page that holds them.
+    var caaByPage: [UInt64: [UInt64]] = [:]
+
+    public init(_ bindings: some Sequence<VcpuBinding>) {
+        for b in bindings {
+            vmsaPages.insert(b.vmsa.page.rawValue)
+            caaByPage[b.caa.page.rawValue, default: []].append(b.caa.rawValue)
+        }
+    }
+
+    func isCaaPage(_ page: UInt64) -> Bool { caaByPage[page] != nil }
+
+    func caaHeads(onPage page: UInt64) -> [UInt64] { caaByPage[page] ?? [] }
+}
+
+/// How the SVSM reads and writes guest memory: by guest-physical address only, every range
+/// checked first (COCONUT `mm/memory.rs` `valid_phys_address`/`valid_phys_region`,
+/// `mm/guestmem.rs`). Nothing on the SVSM side holds a reference to a guest-side object.
+public struct SvsmGuestAccess: Sendable {
+    public let memory: GuestMemory
+    /// COCONUT treats the launch VMSA address as never valid.
+    public static let launchVmsaAddress = GuestPhysicalAddress(0xFFFF_FFFF_F000)
+
+    /// `valid_phys_address`: false when the page is a registered VMSA or CAA page, when it is
+    /// the launch VMSA address, or when it is outside the memory map.
+    public func validPhysAddress(_ pa: GuestPhysicalAddress, protected: ProtectedPages) -> Bool {
+        if pa.page == SvsmGuestAccess.launchVmsaAddress { return false }
+        if protected.vmsaPages.contains(pa.page.rawValue) || protected.isCaaPage(pa.page.rawValue) { return false }
+        return memory.isGuestRam(GuestRegion(start: pa, length: 1))
+    }
+
+    /// `valid_phys_region`: inside one memory-map entry and not overlapping a VMSA page or the
+    /// first 8 bytes of any CAA. Checked page by page against sets, so the cost does not grow
+    /// with the number of vCPUs.
+    public func validPhysRegion(_ region: GuestRegion, protected: ProtectedPages) -> Bool {
+        guard let end = region.end, memory.isGuestRam(region) else { return false }
+        guard region.length > 0 else { return true }
+        var page = region.start.page.rawValue
+        while page < end {
+            if protected.vmsaPages.contains(page) { return false }
+            for head in protected.caaHeads(onPage: page)
+            where region.overlaps(GuestRegion(start: GuestPhysicalAddress(head), length: CallingArea.headerSize)) {
+                return false
+            }
+            page += GuestPhysicalAddress.pageSize
+        }
+        return true
+    }
+
+    public func read(_ region: GuestRegion, protected: ProtectedPages) throws(SvsmError) -> [UInt8] {
+        guard validPhysRegion(region, protected: protected) else { throw .invalidAddress }
+        do { return try memory.read(region.start, count: Int(region.length)) } catch { throw .fault }
+    }
+
+    public func write(_ gpa: GuestPhysicalAddress, _ bytes: [UInt8], protected: ProtectedPages) throws(SvsmError) {
+        guard validPhysRegion(GuestRegion(start: gpa, length: UInt64(bytes.count)), protected: protected) else { throw .invalidAddress }
+        do { try memory.write(gpa, bytes) } catch { throw .fault }
+    }
+
+    // The CAA header and the VMSA are the SVSM's own business: it touches them directly, but
+    // still only by GPA and only inside RAM.
+    func caaHeader(_ caa: GuestPhysicalAddress) throws(SvsmError) -> [UInt8] {
+        do { return try memory.read(caa, count: Int(CallingArea.headerSize)) } catch { throw .fault }
+    }
+    func setCaaHeader(_ caa: GuestPhysicalAddress, _ header: [UInt8]) throws(SvsmError) {
+        do { try memory.write(caa, header) } catch { throw .fault }
+    }
+    func vmsaU64(_ vmsa: GuestPhysicalAddress, _ offset: UInt64) throws(SvsmError) -> UInt64 {
+        do { return try memory.readU64(vmsa.advanced(by: offset)) } catch { throw .fault }
+    }
+    func setVmsaU64(_ vmsa: GuestPhysicalAddress, _ offset: UInt64, _ v: UInt64) throws(SvsmError) {
+        do { try memory.writeU64(vmsa.advanced(by: offset), v) } catch { throw .fault }
+    }
+    func vmsaU8(_ vmsa: GuestPhysicalAddress, _ offset: UInt64) throws(SvsmError) -> UInt8 {
+        do { return try memory.readU8(vmsa.advanced(by: offset)) } catch { throw .fault }
+    }
+}

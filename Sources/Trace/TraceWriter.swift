@@ -1,0 +1,98 @@
+import EfiTypes
+import Foundation
+import Guest
+import MmWire
+import SvsmAbi
+
+/// `--trace <file>`: one JSON object per SVSM call, one per line (JSON Lines).
+///
+/// Fields: `t_ns` (start, monotonic ns), `dur_ns`, `vcpu` (APIC ID), `caa` (GPA, hex),
+/// `call` (name), `protocol`, `call_id`, `in` and `out` (`rax`, `rcx`, `rdx`, `r8` as hex
+/// strings), `result` (SVSM result name, or NOT_EXECUTED / BAD_GHCB_RESPONSE),
+/// `attempts`, and for protocol 4 `mm_function` and `efi_status` (names).
+public final class TraceWriter: SvsmCallObserver {
+    private let handle: FileHandle
+    private let buffer = Locked([UInt8]())
+    private let flushThreshold = 64 * 1024
+
+    public struct OpenError: Error, CustomStringConvertible {
+        public let path: String
+        public let errno: Int32
+        public var description: String { "cannot write the trace file \(path): \(String(cString: strerror(errno)))" }
+    }
+
+    public init(path: String) throws(OpenError) {
+        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw OpenError(path: path, errno: errno) }
+        handle = FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+
+    static func hex(_ v: UInt64) -> String { "\"0x" + String(v, radix: 16) + "\"" }
+
+    static func line(_ r: SvsmCallRecord) -> String {
+        func regs(_ x: SvsmRegisters) -> String {
+            "{\"rax\":\(hex(x.rax)),\"rcx\":\(hex(x.rcx)),\"rdx\":\(hex(x.rdx)),\"r8\":\(hex(x.r8))}"
+        }
+        var s = "{\"t_ns\":\(r.startNanoseconds),\"dur_ns\":\(r.durationNanoseconds),\"vcpu\":\(r.apicId),"
+        s += "\"caa\":\(hex(r.caa.rawValue)),\"call\":\"\(r.call.name)\",\"protocol\":\(r.call.protocolId),\"call_id\":\(r.call.callId),"
+        s += "\"in\":\(regs(r.input)),\"out\":\(regs(r.output)),\"result\":\"\(r.resultName)\",\"attempts\":\(r.attempts)"
+        if let f = r.mmFunction { s += ",\"mm_function\":\"\(f.name)\"" }
+        if let st = r.efiStatus { s += ",\"efi_status\":\"\(st.name)\"" }
+        return s + "}\n"
+    }
+
+    public func svsmCallCompleted(_ record: SvsmCallRecord) {
+        let bytes = Array(TraceWriter.line(record).utf8)
+        let full: [UInt8]? = buffer.withLock { b in
+            b.append(contentsOf: bytes)
+            guard b.count >= flushThreshold else { return nil }
+            defer { b.removeAll(keepingCapacity: true) }
+            return b
+        }
+        if let f = full { handle.write(Data(f)) }
+    }
+
+    /// Writes what is buffered.
+    public func flush() {
+        let pending = buffer.withLock { b -> [UInt8] in defer { b.removeAll() }; return b }
+        if !pending.isEmpty { handle.write(Data(pending)) }
+        try? handle.synchronize()
+    }
+
+    deinit { flush(); try? handle.close() }
+}
+
+/// Several observers as one.
+public struct ObserverFanOut: SvsmCallObserver {
+    public let observers: [any SvsmCallObserver]
+    public init(_ observers: [any SvsmCallObserver]) { self.observers = observers }
+    public func svsmCallCompleted(_ record: SvsmCallRecord) { for o in observers { o.svsmCallCompleted(record) } }
+}
+
+/// Counters of SVSM calls: totals and failures per call and per MM function.
+public final class CallStatistics: SvsmCallObserver {
+    public struct Snapshot: Sendable, Equatable {
+        public var calls = 0
+        public var failedCalls = 0
+        public var perCall: [String: Int] = [:]
+        public var perMmFunction: [String: Int] = [:]
+        public var efiErrors = 0
+        /// Error statuses by name (NOT_FOUND and BUFFER_TOO_SMALL are a normal part of reads
+        /// and listings; the others are worth a look).
+        public var perEfiStatus: [String: Int] = [:]
+        public var vcpusUsed = Set<UInt32>()
+    }
+    private let state = Locked(Snapshot())
+    public init() {}
+    public func svsmCallCompleted(_ r: SvsmCallRecord) {
+        state.withLock { s in
+            s.calls += 1
+            if r.error != nil { s.failedCalls += 1 }
+            s.perCall[r.call.name, default: 0] += 1
+            if let f = r.mmFunction { s.perMmFunction[f.name, default: 0] += 1 }
+            if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st.name, default: 0] += 1 }
+            s.vcpusUsed.insert(r.apicId)
+        }
+    }
+    public var snapshot: Snapshot { state.withLock { $0 } }
+}

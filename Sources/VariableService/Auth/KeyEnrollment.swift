@@ -1,0 +1,72 @@
+import EfiTypes
+import CCrypto
+import Foundation
+
+/// Pre-enrolled Secure Boot keys for labs, like `virt-fw-vars --enroll-generate`: fresh
+/// PK, KEK and db certificates placed in the store before the firmware boots, so that
+/// AuthVariableLib's initialisation finds a PK and starts in user mode with SecureBoot = 1.
+/// The private keys are written out so that the lab can sign further updates.
+public struct KeyEnrollment: Sendable {
+    public struct Key: Sendable {
+        public let name: String
+        public let certificateDer: [UInt8]
+        public let certificatePem: [UInt8]
+        public let privateKeyPem: [UInt8]
+    }
+    public let pk: Key
+    public let kek: Key
+    public let db: Key
+    /// OVMF EnrollDefaultKeys' owner GUID.
+    public static let owner = EfiGuid("a0baa8a3-041d-48a8-bc87-c36d121b5e3d")!
+
+    public enum Failure: Error, CustomStringConvertible {
+        case keyGeneration, write(String)
+        public var description: String {
+            switch self {
+            case .keyGeneration: return "cannot generate a key pair and certificate"
+            case .write(let p): return "cannot write \(p)"
+            }
+        }
+    }
+
+    static func make(_ cn: String, name: String) throws(Failure) -> Key {
+        var der: UnsafeMutablePointer<UInt8>?, cpem: UnsafeMutablePointer<UInt8>?, kpem: UnsafeMutablePointer<UInt8>?
+        var dl = 0, cl = 0, kl = 0
+        let ok = ccrypto_make_self_signed(cn, &der, &dl, &cpem, &cl, &kpem, &kl)
+        defer { free(der); free(cpem); free(kpem) }
+        guard ok == 1, let d = der, let c = cpem, let k = kpem else { throw .keyGeneration }
+        return Key(name: name, certificateDer: Array(UnsafeBufferPointer(start: d, count: dl)),
+                   certificatePem: Array(UnsafeBufferPointer(start: c, count: cl)),
+                   privateKeyPem: Array(UnsafeBufferPointer(start: k, count: kl)))
+    }
+
+    /// Generates the three keys and writes `<name>.crt`, `<name>.key` and `<name>.esl` into
+    /// `directory`.
+    public static func generate(into directory: String) throws(Failure) -> KeyEnrollment {
+        let e = KeyEnrollment(pk: try make("efivarfs-bridge lab PK", name: "PK"),
+                              kek: try make("efivarfs-bridge lab KEK", name: "KEK"),
+                              db: try make("efivarfs-bridge lab db", name: "db"))
+        for k in [e.pk, e.kek, e.db] {
+            for (ext, bytes, mode) in [("crt", k.certificatePem, 0o644), ("key", k.privateKeyPem, 0o600), ("esl", signatureList(k), 0o644)] {
+                let path = (directory as NSString).appendingPathComponent("\(k.name).\(ext)")
+                guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: mode]) else {
+                    throw .write(path)
+                }
+            }
+        }
+        return e
+    }
+
+    static func signatureList(_ k: Key) -> [UInt8] {
+        SignatureList(type: SignatureList.certX509, signatureHeader: [], signatureSize: 16 + k.certificateDer.count,
+                      entries: [owner.bytes + k.certificateDer]).encoded
+    }
+
+    /// Places PK, KEK and db in the store as an offline editor of the variable file does.
+    public func enroll(into store: inout VariableStore) {
+        let attrs: VariableAttributes = [.nvBsRt, .timeBasedAuthenticatedWriteAccess]
+        store.putRecord(VariableStore.pk, StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(pk), timestamp: .zero))
+        store.putRecord(VariableStore.kek, StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(kek), timestamp: .zero))
+        store.putRecord(VariableKey("db", .imageSecurityDatabase), StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(db), timestamp: .zero))
+    }
+}

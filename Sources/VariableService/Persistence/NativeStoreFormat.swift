@@ -1,0 +1,121 @@
+import EfiTypes
+
+/// The native store's files (all little-endian):
+/// - `checkpoint`: magic "EFBCKP01", generation u64, body length u64, CRC-32 of the body
+///   u32, then the body: every non-volatile variable as a length-prefixed record body, in
+///   GetNextVariableName order.
+/// - `log`: magic "EFBLOG01", generation u64, then records: magic "EFVR" u32, body length
+///   u32, CRC-32 of the body u32, body.
+/// - A record body: op u8 (1 put, 2 delete), vendor GUID (16), name length in CHAR16 u32,
+///   name (UTF-16LE), attributes u32, has-timestamp u8, EFI_TIME (16, if present), data
+///   length u32, data.
+/// - `config`: `nv-store-size=N`, the size the store was made with.
+/// - `lock`: held with flock(2) while the store is served; it holds the owner's note.
+enum NativeStoreFormat {
+    static let checkpointMagic = Array("EFBCKP01".utf8)
+    static let logMagic = Array("EFBLOG01".utf8)
+    static let recordMagic: UInt32 = 0x5256_4645  // "EFVR"
+    static let logHeaderSize = 16
+    static let checkpointHeaderSize = 28
+    static let recordHeaderSize = 12
+
+    static func encode(_ change: VariableChange) -> [UInt8] {
+        let (key, v) = (change.key, change.value)
+        var b: [UInt8] = [v == nil ? 2 : 1]
+        b += key.guid.bytes
+        b.appendLE(UInt32(key.name.count))
+        for u in key.name { b.appendLE(u) }
+        b.appendLE(v?.attributes.rawValue ?? 0)
+        if let t = v?.timestamp { b.append(1); b += t.bytes } else { b.append(0) }
+        let data = v?.data ?? []
+        b.appendLE(UInt32(data.count))
+        return b + data
+    }
+
+    static func decode(_ b: [UInt8], at start: Int, length: Int) -> VariableChange? {
+        let end = start + length
+        guard length >= 1 + 16 + 4, end <= b.count else { return nil }
+        let op = b[start]
+        guard op == 1 || op == 2 else { return nil }
+        let guid = EfiGuid(bytes: b, at: start + 1)
+        let units = Int(b.loadLE(UInt32.self, at: start + 17))
+        var i = start + 21
+        guard units <= 0x10000, i + units * 2 + 5 <= end else { return nil }
+        let name = (0..<units).map { b.loadLE(UInt16.self, at: i + 2 * $0) }
+        i += units * 2
+        let attrs = b.loadLE(UInt32.self, at: i); i += 4
+        let hasTime = b[i]; i += 1
+        var time: EfiTime?
+        if hasTime == 1 {
+            guard i + 16 <= end else { return nil }
+            time = EfiTime(bytes: Array(b[i..<(i + 16)])); i += 16
+        }
+        guard i + 4 <= end else { return nil }
+        let n = Int(b.loadLE(UInt32.self, at: i)); i += 4
+        guard i + n == end else { return nil }
+        let key = VariableKey(guid: guid, name: name)
+        return VariableChange(key: key, value: op == 1 ? StoredVariable(attributes: VariableAttributes(rawValue: attrs), data: Array(b[i..<end]), timestamp: time) : nil)
+    }
+
+    /// The log records of `changes`, each framed with magic, length and CRC.
+    static func logRecords(_ changes: [VariableChange]) -> [UInt8] {
+        var out = [UInt8]()
+        for c in changes {
+            let body = encode(c)
+            out.appendLE(recordMagic)
+            out.appendLE(UInt32(body.count))
+            out.appendLE(Crc32.checksum(body))
+            out += body
+        }
+        return out
+    }
+
+    /// The intact record at `offset` of `log` and where the next one starts, or nil when
+    /// there is none (no magic, cut short, a bad CRC, a body that does not decode).
+    static func record(in log: [UInt8], at offset: Int) -> (change: VariableChange, next: Int)? {
+        guard offset + recordHeaderSize <= log.count, log.loadLE(UInt32.self, at: offset) == recordMagic else { return nil }
+        let n = Int(log.loadLE(UInt32.self, at: offset + 4))
+        let start = offset + recordHeaderSize
+        guard n <= log.count - start else { return nil }
+        let body = Array(log[start..<(start + n)])
+        guard Crc32.checksum(body) == log.loadLE(UInt32.self, at: offset + 8), let c = decode(body, at: 0, length: n) else { return nil }
+        return (c, start + n)
+    }
+
+    /// Every intact record from `start` on, up to the first that is not, and that end.
+    static func scan(_ log: [UInt8], from start: Int) -> (changes: [VariableChange], validEnd: Int) {
+        var changes: [VariableChange] = []
+        var i = start
+        while let (c, next) = record(in: log, at: i) {
+            changes.append(c)
+            i = next
+        }
+        return (changes, i)
+    }
+
+    /// The offset of the first intact record strictly after `start`, if any: a damaged
+    /// record followed by good ones is damage, not a torn append.
+    static func firstValidRecord(in log: [UInt8], after start: Int) -> Int? {
+        var i = start + 1
+        while i + recordHeaderSize <= log.count {
+            if record(in: log, at: i) != nil { return i }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The checkpoint file for `generation` holding `variables`.
+    static func checkpoint(generation: UInt64, _ variables: [ExportedVariable]) -> [UInt8] {
+        var body = [UInt8]()
+        for v in variables {
+            let r = encode(VariableChange(key: v.key, value: v.value))
+            body.appendLE(UInt32(r.count))
+            body += r
+        }
+        var file = checkpointMagic
+        file.appendLE(generation)
+        file.appendLE(UInt64(body.count))
+        file.appendLE(Crc32.checksum(body))
+        return file + body
+    }
+}

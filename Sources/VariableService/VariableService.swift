@@ -1,0 +1,121 @@
+import EfiTypes
+import MmWire
+
+/// The MM service behind protocol 4 with edk2's semantics: dispatch by HeaderGuid to the
+/// variable protocol, the variable-policy MMI or the boot events, over one store (edk2's
+/// VariableSmm; COCONUT's `core_request_dispatch` over its `STORE`).
+///
+/// Durability: a request that changes the non-volatile store is staged in the journal
+/// while the store lock is held, and answered only once the journal says it is durable.
+/// Every request — a read too — waits for the newest change it could have seen to be
+/// durable before it is answered, so no client ever sees a value a crash could take back.
+/// If the journal loses changes (a failed fdatasync), they are undone, newest first; the
+/// writers that made them answer EFI_DEVICE_ERROR (EFI_OUT_OF_RESOURCES for a full disk)
+/// and the readers that saw them ask again.
+public final class VariableService: MmService {
+    private let state: Locked<State>
+    private let variables: MmVariableHandler
+    private let policies = MmPolicyHandler()
+    /// Where non-volatile changes go before a request is answered (nil: memory only).
+    public let journal: (any VariableJournal)?
+
+    struct State {
+        var store: VariableStore
+        /// Staged requests not yet known durable, oldest first, with what each changed:
+        /// what is undone if the journal loses them.
+        var unsynced: [(ticket: JournalTicket, changes: StoreTransaction)] = []
+    }
+
+    public init(store: VariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
+        self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
+        self.state = Locked(State(store: store))
+        self.journal = journal
+    }
+
+    /// At unmount: the store's files are closed and its lock released at once, so that the
+    /// next mount of the same store need not wait for this process to exit. A variable
+    /// change after this answers EFI_DEVICE_ERROR.
+    public func releaseStore() {
+        state.withLock { _ in journal?.release() }
+    }
+
+    /// fdatasync calls made for requests, and the requests they acknowledged.
+    public var syncStatistics: (syncs: Int, acknowledged: UInt64) { journal?.syncStatistics ?? (0, 0) }
+
+    public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? {
+        while true {
+            let outcome = state.withLock { s in apply(headerGuid, message, &s) }
+            guard let journal, let waitFor = outcome.waitFor else { return outcome.reply }
+            if journal.awaitDurable(waitFor) { return outcome.reply }
+            // The journal lost changes: undo them, then answer.
+            state.withLock { s in
+                if let lost = journal.discardUnsynced() {
+                    for entry in s.unsynced.reversed() where lost.contains(entry.ticket) { s.store.undo(entry.changes) }
+                    s.unsynced.removeAll { lost.contains($0.ticket) }
+                }
+            }
+            // A reader that saw lost changes asks again; a writer whose changes were lost
+            // says so.
+            guard outcome.ownTicket != nil else { continue }
+            return outcome.reply.map { VariableService.marked($0, .deviceError) }
+        }
+    }
+
+    struct Outcome {
+        var reply: [UInt8]?
+        /// The ticket this request must see durable before it is answered.
+        var waitFor: JournalTicket?
+        /// The ticket of this request's own changes, if it made any.
+        var ownTicket: JournalTicket?
+    }
+
+    /// One request against the store, with the store lock held.
+    private func apply(_ headerGuid: EfiGuid, _ message: [UInt8], _ s: inout State) -> Outcome {
+        if let journal { s.unsynced.removeAll { journal.isDurable($0.ticket) } }
+        s.store.beginTransaction()
+        let reply = dispatch(headerGuid, message, &s.store)
+        let transaction = s.store.endTransaction()
+        guard let journal else { return Outcome(reply: reply) }
+        let changes = s.store.nonVolatileChanges(transaction)
+        if changes.isEmpty {
+            let newest = journal.newestTicket
+            return Outcome(reply: reply, waitFor: journal.isDurable(newest) ? nil : newest)
+        }
+        let store = s.store
+        do {
+            let ticket = try journal.stage(changes, wholeStore: { store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) } })
+            s.unsynced.append((ticket, transaction))
+            return Outcome(reply: reply, waitFor: ticket, ownTicket: ticket)
+        } catch {
+            s.store.undo(transaction)
+            return Outcome(reply: reply.map { VariableService.marked($0, error.isOutOfSpace ? .outOfResources : .deviceError) })
+        }
+    }
+
+    private func dispatch(_ headerGuid: EfiGuid, _ message: [UInt8], _ store: inout VariableStore) -> [UInt8]? {
+        switch headerGuid {
+        case .smmVariableProtocol:
+            return variables.handle(message, store: &store)
+        case .varCheckPolicyMmiHandler:
+            return policies.handle(message, store: &store)
+        case .endOfDxeEvent:
+            store.signalEndOfDxe(); return message
+        case .readyToBootEvent:
+            store.signalReadyToBoot(); return message
+        case .exitBootServicesEvent:
+            store.signalExitBootServices(); return message
+        default:
+            // No handler: the message stays as it was (edk2's MmiManage finds no handler
+            // and leaves the buffer alone).
+            return nil
+        }
+    }
+
+    /// A variable-protocol reply with its ReturnStatus replaced. (Only variable-protocol
+    /// requests change the non-volatile store, so only their replies are ever marked.)
+    static func marked(_ reply: [UInt8], _ status: EfiStatus) -> [UInt8] {
+        var r = reply
+        if r.count >= SmmVariableHeader.size { r.storeLE(status.rawValue, at: SmmVariableHeader.returnStatusOffset) }
+        return r
+    }
+}

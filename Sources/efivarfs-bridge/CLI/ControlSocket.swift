@@ -1,0 +1,162 @@
+import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
+import Foundation
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
+
+/// The control channel of a live mount: a Unix socket the server answers with one document
+/// per connection. Its path is derived from the mount point, so `stats` needs only the
+/// mount point: `$XDG_RUNTIME_DIR` (else /tmp) `/efivarfs-bridge-<uid>/<crc32 of the mount
+/// point's real path>.sock`. A request line "stats" (or nothing) gets the statistics
+/// document; a JSON object `{"argv": [...]}` runs that scripting command with this
+/// server's driver and gets its `CommandOutput` back as JSON.
+enum ControlSocket {
+    static func path(forMountPoint mountPoint: String) -> String {
+        let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: mountPoint)) ?? mountPoint
+        let resolved = URL(fileURLWithPath: real).standardizedFileURL.resolvingSymlinksInPath().path
+        let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
+        let name = String(Crc32.checksum(Array(resolved.utf8)), radix: 16)
+        return "\(base)/efivarfs-bridge-\(getuid())/\(name).sock"
+    }
+
+    /// How long a client waits for a server's answer: a stopped or hung server must not hang
+    /// the script that asked ($EFIVARFS_BRIDGE_CONTROL_TIMEOUT seconds, default 10).
+    static var timeout: TimeInterval {
+        ProcessInfo.processInfo.environment["EFIVARFS_BRIDGE_CONTROL_TIMEOUT"].flatMap(TimeInterval.init) ?? 10
+    }
+
+    static func address(_ path: String) -> sockaddr_un? {
+        var addr = sockaddr_un()
+        addr.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: addr.sun_path) else { return nil }
+        withUnsafeMutableBytes(of: &addr.sun_path) { p in
+            for (i, b) in bytes.enumerated() { p[i] = b }
+            p[bytes.count] = 0
+        }
+        return addr
+    }
+
+    /// Serves every connection on a thread of its own until the process ends.
+    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine) {
+        let dir = (path as NSString).deletingLastPathComponent
+        try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        unlink(path)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0, var addr = address(path) else { return }
+        let bound = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard bound == 0, listen(fd, 8) == 0 else { close(fd); return }
+        let thread = Thread {
+            while true {
+                let c = accept(fd, nil, nil)
+                if c < 0 { if errno == EINTR { continue }; return }
+                // A client that never finishes its request must not stop the others.
+                setTimeout(c, timeout)
+                let request = readAll(c, limit: 1 << 20)
+                let reply = answer(request, stats: stats, machine: machine)
+                _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
+                close(c)
+            }
+        }
+        thread.start()
+    }
+
+    static func setTimeout(_ fd: Int32, _ seconds: TimeInterval) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
+
+    /// Everything up to end of file, or nil when the peer did not finish in time.
+    static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
+        var out = [UInt8]()
+        var buf = [UInt8](repeating: 0, count: 4096)
+        while out.count < limit {
+            let n = read(fd, &buf, buf.count)
+            if n < 0 {
+                if errno == EINTR { continue }
+                return errno == EAGAIN || errno == EWOULDBLOCK ? nil : out
+            }
+            if n == 0 { break }
+            out += buf[0..<n]
+        }
+        return out
+    }
+
+    static func answer(_ request: [UInt8]?, stats: () -> String, machine: Machine) -> [UInt8] {
+        guard let request, let obj = try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any],
+              let argv = obj["argv"] as? [String] else {
+            return Array(stats().utf8)
+        }
+        var output: CommandOutput
+        do {
+            let parsed = try EfivarfsBridge.parseAsRoot(argv)
+            if let command = parsed as? any DriverCommand {
+                output = command.perform(on: machine)
+            } else {
+                output = .fail("\(argv.first ?? "") cannot run through a live mount", code: 64)
+            }
+        } catch {
+            output = .fail(EfivarfsBridge.message(for: error), code: 64)
+        }
+        return Array((try? JSONEncoder().encode(output)) ?? Data())
+    }
+
+    enum ExchangeError: Error {
+        /// Nobody listens (a stale socket): the store's lock says who held it.
+        case unreachable
+        /// The server took the request and did not answer in time (stopped, hung).
+        case noAnswer
+    }
+
+    /// Runs a scripting command in the server that holds the store.
+    static func run(path: String, arguments: [String]) throws(ExchangeError) -> CommandOutput {
+        guard let request = try? JSONSerialization.data(withJSONObject: ["argv": arguments]) else { throw .unreachable }
+        let reply = try exchange(path: path, request: Array(request))
+        guard let output = try? JSONDecoder().decode(CommandOutput.self, from: Data(reply)) else { throw .noAnswer }
+        return output
+    }
+
+    static func exchange(path: String, request: [UInt8]) throws(ExchangeError) -> [UInt8] {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0, var addr = address(path) else { throw .unreachable }
+        defer { close(fd) }
+        setTimeout(fd, timeout)
+        let ok = withUnsafePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard ok == 0 else { throw .unreachable }
+        let sent = request.withUnsafeBytes { write(fd, $0.baseAddress, request.count) }
+        guard sent == request.count else { throw .noAnswer }
+        shutdown(fd, Int32(SHUT_WR))
+        guard let reply = readAll(fd, limit: 64 << 20), !reply.isEmpty else { throw .noAnswer }
+        return reply
+    }
+
+    static func query(path: String) throws(ExchangeError) -> String {
+        String(decoding: try exchange(path: path, request: Array("stats\n".utf8)), as: UTF8.self)
+    }
+
+    /// The JSON document a live mount answers with. Keys are sorted, so equal counts come
+    /// out in the same order on every run.
+    static func report(statistics: CallStatistics, vcpus: VcpuSet, service: VariableService) -> String {
+        let s = statistics.snapshot
+        let g = service.syncStatistics
+        let usage = vcpus.usage
+        func obj(_ d: [String: Int]) -> String {
+            "{" + d.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
+        }
+        return "{\"svsm_calls\":\(s.calls),\"failed_calls\":\(s.failedCalls),\"efi_errors\":\(s.efiErrors),"
+            + "\"per_efi_status\":\(obj(s.perEfiStatus)),"
+            + "\"per_call\":\(obj(s.perCall)),\"per_mm_function\":\(obj(s.perMmFunction)),"
+            + "\"vcpus\":{\"count\":\(vcpus.count),\"in_use\":\(usage.inUse),\"peak_in_use\":\(usage.peak),\"used\":\(s.vcpusUsed.count)},"
+            + "\"store\":{\"fdatasyncs\":\(g.syncs),\"writes_acknowledged\":\(g.acknowledged)}}\n"
+    }
+}

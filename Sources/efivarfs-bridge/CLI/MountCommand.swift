@@ -1,0 +1,173 @@
+import ArgumentParser
+import Driver
+import EfiTypes
+import Efivarfs
+import EfivarfsFuse
+import Foundation
+import Guest
+import MmWire
+import Platform
+import Trace
+import VariableService
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount the variable store as an efivarfs-compatible filesystem.",
+        discussion: """
+            Returns once the mount is ready and keeps serving in the background; with
+            --foreground it stays attached and unmounts on SIGINT or SIGTERM.
+            Unmount with `fusermount3 -u <mountpoint>` or `umount <mountpoint>`.
+
+            Examples:
+              efivarfs-bridge mount /run/efivars
+              efivarfs-bridge mount --foreground --vcpus 8 /tmp/efivars
+              efivarfs-bridge mount -o uid=1000,gid=1000,allow_other /run/efivars
+              efivarfs-bridge mount -o ro --from-fd vm/OVMF_VARS.fd /tmp/vm-vars
+            """
+    )
+
+    @Argument(help: "Where to mount (an existing, empty directory).")
+    var mountPoint: String
+
+    @Flag(name: .long, help: "Stay in the foreground.")
+    var foreground = false
+
+    @Option(name: .short, help: ArgumentHelp("Mount options: uid=N, gid=N, allow_other, ro, rw.", valueName: "options"))
+    var options: [String] = []
+
+    @OptionGroup var machine: MachineOptions
+    @OptionGroup var logging: LoggingOptions
+
+    @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
+    var trace: String?
+
+    @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db (keys and certificates written to this directory) and boot with them enrolled: Secure Boot on.", valueName: "directory"))
+    var enrollGenerate: String?
+
+    @Flag(name: .long, help: "With --enroll-generate: replace keys already in the directory and a PK already in the store.")
+    var replaceKeys = false
+
+    @Option(name: .long, help: "FUSE worker threads (each request holds one vCPU while it runs).")
+    var fuseThreads = 4
+
+    @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (a driver-design experiment: lets concurrent SetVariables reach the store together, where group commit can batch their fdatasyncs).")
+    var noEfivarsLock = false
+
+    @Option(name: .customLong("ready-fd"), help: .hidden)
+    var readyFd: Int32?
+
+    struct MountOptions {
+        var uid: UInt32 = 0
+        var gid: UInt32 = 0
+        var allowOther = false
+        var readOnly = false
+    }
+
+    func parsedOptions() throws -> MountOptions {
+        var m = MountOptions()
+        for group in options {
+            for opt in group.split(separator: ",") {
+                let kv = opt.split(separator: "=", maxSplits: 1).map(String.init)
+                switch kv[0] {
+                case "uid":
+                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': uid=N expected") }
+                    m.uid = v
+                case "gid":
+                    guard kv.count == 2, let v = UInt32(kv[1]) else { throw ValidationError("bad mount option '\(opt)': gid=N expected") }
+                    m.gid = v
+                case "allow_other": m.allowOther = true
+                case "ro": m.readOnly = true
+                case "rw": m.readOnly = false
+                default: throw ValidationError("unknown mount option '\(opt)' (efivarfs takes uid=, gid=; also allow_other, ro, rw)")
+                }
+            }
+        }
+        return m
+    }
+
+    func validate() throws {
+        _ = try parsedOptions()
+        guard (1...1024).contains(fuseThreads) else { throw ValidationError("--fuse-threads must be between 1 and 1024") }
+    }
+
+    func run() throws {
+        let opts = try parsedOptions()
+        // FUSE worker threads do not follow the vCPU count: on a small host more threads only
+        // contend (measured on 2 cores: 16 threads ran a mixed load at half the speed of 4,
+        // whatever the vCPU count). Requests still rotate over every vCPU.
+        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, readOnly: opts.readOnly, threads: fuseThreads)
+        do { try fuse.checkMountPoint() } catch { fail(error.description) }
+        if let dir = enrollGenerate, !replaceKeys { try refuseExistingKeys(dir) }
+        if !foreground && readyFd == nil {
+            throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
+        }
+        // A background server that is not up yet dies with the command that started it
+        // (`mount` killed while it waits): it must not go on as an orphan.
+        if readyFd != nil { Daemon.dieWithParentUntilReady() }
+        var config = machine.configuration(alwaysCreate: true)
+        var tracer: TraceWriter?
+        if let path = trace {
+            do { tracer = try TraceWriter(path: path) } catch { fail("\(error)") }
+        }
+        let logger = logging.bootstrap()
+        config.lockNote = ControlSocket.path(forMountPoint: mountPoint)
+        let statistics = CallStatistics()
+        config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
+        config.recordBoot = logger.logLevel <= .debug
+        logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(config.store.path ?? "in memory")")
+        if let dir = enrollGenerate {
+            do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
+        }
+        let machineInstance: Machine
+        do { machineInstance = try Machine(config) } catch { fail(error.description) }
+        for line in machineInstance.bootLog { logger.debug("\(line)") }
+        var fsOptions = Efivarfs.Options()
+        fsOptions.uid = opts.uid
+        fsOptions.gid = opts.gid
+        fsOptions.efivarsLock = !noEfivarsLock
+        fsOptions.readOnly = opts.readOnly
+        let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
+        do { try fs.populate() } catch { fail("mount: \(error)") }
+        if case .nameTooLong(let needed) = fs.populated {
+            logger.warning("efivars: Variable name size exceeds maximum (\(needed) > \(Efivarfs.nameBufferSize)): the listing stops there, as efivarfs does")
+        }
+        let control = ControlSocket.path(forMountPoint: mountPoint)
+        let shutDown = {
+            // Let the next mount of this store in now, not when this process has exited.
+            machineInstance.service.releaseStore()
+            unlink(control)
+            tracer?.flush()
+        }
+        do {
+            let vcpus = machineInstance.vcpus
+            try fuse.serve(fs, ready: {
+                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service) },
+                                    machine: machineInstance)
+                logger.info("mounted on \(mountPoint); statistics on \(control)")
+                if let fd = readyFd { Daemon.signalReady(fd) }
+            }, exitNow: {
+                logger.warning("files were still open at shutdown and the FUSE connection could not be aborted (no fusectl): exiting to end it")
+                shutDown()
+                _exit(0)
+            })
+            shutDown()
+            logger.info("unmounted \(mountPoint)")
+        } catch { shutDown(); fail(error.description) }
+        withExtendedLifetime(machineInstance) {}
+    }
+
+    /// `--enroll-generate` into a directory that already holds keys would overwrite them,
+    /// and replace a store's PK: refuse unless told to.
+    func refuseExistingKeys(_ dir: String) throws {
+        let existing = ["PK.key", "KEK.key", "db.key"].filter { FileManager.default.fileExists(atPath: dir + "/" + $0) }
+        if !existing.isEmpty {
+            throw cliFail("--enroll-generate: \(dir) already holds \(existing.joined(separator: ", ")); pass --replace-keys to overwrite them and the store's PK")
+        }
+    }
+
+    func fail(_ message: String) -> Never {
+        printError(message)
+        Foundation.exit(1)
+    }
+}
