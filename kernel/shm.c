@@ -111,9 +111,10 @@ static u64 *svsm_shm_reg(unsigned int cpu, unsigned int offset)
 }
 
 /*
- * Spin until the host changes the doorbell from the request value, or the
- * time runs out. ktime_get_mono_fast_ns() works in any context, NMI included.
- * Returns the doorbell's value (still the request value on a timeout).
+ * Spin until the host has written the response value into the doorbell, or
+ * the time runs out; anything else the doorbell holds meanwhile (a host's
+ * partial store, garbage) is waited out. ktime_get_mono_fast_ns() works in
+ * any context, NMI included. Returns the last value read.
  */
 static u64 svsm_shm_wait(u64 *doorbell)
 {
@@ -123,7 +124,7 @@ static u64 svsm_shm_wait(u64 *doorbell)
 
 	for (;;) {
 		value = READ_ONCE(*doorbell);
-		if (value != SVSM_SHM_VMPL_REQUEST)
+		if (value == SVSM_SHM_VMPL_RESPONSE)
 			return value;
 		if (ktime_get_mono_fast_ns() - start > timeout)
 			return value;
@@ -141,7 +142,7 @@ static int svsm_shm_ready(unsigned int cpu)
 
 	if (!this_cpu_read(svsm_shm_stale))
 		return 0;
-	if (READ_ONCE(*doorbell) == SVSM_SHM_VMPL_REQUEST) {
+	if (READ_ONCE(*doorbell) != SVSM_SHM_VMPL_RESPONSE) {
 		pr_err_ratelimited("CPU %u: the host has not answered the call that timed out\n",
 				   cpu);
 		return -ETIMEDOUT;
@@ -171,25 +172,20 @@ static int svsm_shm_issue(unsigned int cpu, struct svsm_shm_call *call)
 	WRITE_ONCE(*doorbell, SVSM_SHM_VMPL_REQUEST);
 
 	response = svsm_shm_wait(doorbell);
-	if (response == SVSM_SHM_VMPL_REQUEST) {
+	if (response != SVSM_SHM_VMPL_RESPONSE) {
 		/*
 		 * No answer. Disarm the request, so that a host that gets to
 		 * it later sees call_pending clear and does nothing, and keep
-		 * the CPU's pages out of use until the doorbell changes.
+		 * the CPU's pages out of use until the host answers.
 		 */
 		xchg(&caa[0], 0);
 		this_cpu_write(svsm_shm_stale, true);
-		pr_err_ratelimited("CPU %u: no answer within %u ms\n", cpu,
-				   READ_ONCE(svsm_efi_call_timeout_ms));
+		pr_err_ratelimited("CPU %u: no answer within %u ms (doorbell 0x%llx)\n",
+				   cpu, READ_ONCE(svsm_efi_call_timeout_ms), response);
 		return -ETIMEDOUT;
 	}
 	rmb();
 	pending = xchg(&caa[0], 0);
-	if ((response & 0xfff) != SVSM_SHM_VMPL_RESPONSE || response >> 32) {
-		pr_err_ratelimited("CPU %u: bad doorbell response 0x%llx\n", cpu,
-				   response);
-		return -EIO;
-	}
 	if (pending) {
 		pr_err_ratelimited("CPU %u: the call was not executed\n", cpu);
 		return -EIO;
