@@ -148,7 +148,7 @@ static int svsm_shm_ready(unsigned int cpu)
 		return -ETIMEDOUT;
 	}
 	/* The late answer is complete: disarm whatever it left behind. */
-	rmb();
+	rmb();	/* the host's writes before its response */
 	xchg(svsm_shm_caa(cpu), 0);
 	this_cpu_write(svsm_shm_stale, false);
 	return 0;
@@ -168,6 +168,7 @@ static int svsm_shm_issue(unsigned int cpu, struct svsm_shm_call *call)
 	WRITE_ONCE(*svsm_shm_reg(cpu, SVSM_SHM_R8), call->r8);
 	WRITE_ONCE(*svsm_shm_reg(cpu, SVSM_SHM_R9), 0);
 	WRITE_ONCE(caa[0], 1);
+	/* The registers and call_pending before the host sees the request */
 	wmb();
 	WRITE_ONCE(*doorbell, SVSM_SHM_VMPL_REQUEST);
 
@@ -184,6 +185,7 @@ static int svsm_shm_issue(unsigned int cpu, struct svsm_shm_call *call)
 				   cpu, READ_ONCE(svsm_efi_call_timeout_ms), response);
 		return -ETIMEDOUT;
 	}
+	/* The host wrote the registers before the response */
 	rmb();
 	pending = xchg(&caa[0], 0);
 	if (pending) {
@@ -315,6 +317,7 @@ static int svsm_shm_attach(void)
 	WRITE_ONCE(hdr->vcpu_count, nr_cpu_ids);
 	WRITE_ONCE(hdr->window_gpa, svsm_shm_gpa);
 	WRITE_ONCE(hdr->window_size, svsm_shm_size);
+	/* The pages and the header before the generation that announces them */
 	wmb();
 	WRITE_ONCE(hdr->guest_generation, generation);
 
@@ -325,8 +328,9 @@ static int svsm_shm_attach(void)
 			       generation);
 			return -ETIMEDOUT;
 		}
-		msleep(10);
+		msleep(20);
 	}
+	/* Nothing the host wrote before host_generation is read before it */
 	rmb();
 	pr_info("host serves %u vCPUs (generation %u), window 0x%llx+0x%llx\n",
 		nr_cpu_ids, generation, svsm_shm_gpa, svsm_shm_size);

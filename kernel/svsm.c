@@ -24,12 +24,8 @@
 
 #ifdef CONFIG_AMD_MEM_ENCRYPT
 
-/* As declared in <asm/sev.h> by the patch */
-int snp_svsm_query_protocol(u32 protocol, u32 version, u64 *versions);
-int snp_svsm_uefi_mm_request(void *buffer, size_t size);
-
-static typeof(&snp_svsm_query_protocol) svsm_query_protocol;
-static typeof(&snp_svsm_uefi_mm_request) svsm_uefi_mm_request;
+static int (*svsm_query_protocol)(u32 protocol, u32 version, u64 *versions);
+static int (*svsm_uefi_mm_request)(void *buffer, size_t size);
 
 bool svsm_efi_svsm_present(void)
 {

@@ -61,6 +61,16 @@ struct svsm_efi_transport {
 extern const struct svsm_efi_transport svsm_efi_shm_transport;
 extern const struct svsm_efi_transport svsm_efi_svsm_transport;
 
+#ifdef CONFIG_AMD_MEM_ENCRYPT
+/*
+ * Exported by a kernel with patches/0001-x86-sev-export-svsm-uefi-mm-call.patch
+ * and declared there in <asm/sev.h>; repeated here so that the module builds
+ * against headers without them (the svsm transport looks them up at load).
+ */
+int snp_svsm_query_protocol(u32 protocol, u32 version, u64 *versions);
+int snp_svsm_uefi_mm_request(void *buffer, size_t size);
+#endif
+
 bool svsm_efi_shm_present(void);
 bool svsm_efi_svsm_present(void);
 

@@ -197,6 +197,8 @@ if [ "$mainline" = yes ]; then
 		tmp=$(mktemp -d)
 		dpkg-deb -x "$hdrdeb" "$tmp"
 		cp "$tmp"/usr/src/linux-headers-*/.config "$src/.config"
+		# Debian's exports, so that modpost can resolve an external module's symbols.
+		cp "$tmp"/usr/src/linux-headers-*/Module.symvers "$src/Module.symvers"
 		rm -rf "$tmp"
 		log "preparing $src (make olddefconfig modules_prepare; a few minutes)"
 		make -C "$src" -s olddefconfig >/dev/null
