@@ -15,7 +15,8 @@ public enum SaveAreaScheme: String, Sendable, Codable, CaseIterable, CustomStrin
     /// once every AP of the phase has been started, each VMSA page is freed and the CAA kept.
     /// Freeing right after each allocation would not alternate: PEI returns a freed page at
     /// FreeMemoryTop to the bump range and DXE merges it with the free range below, so the
-    /// next AP would land on it.
+    /// next AP would land on it. Like the pre-erratum code (allocation-facts.md item 11) it
+    /// does not avoid 2 MiB-aligned VMSAs.
     case reporter
     /// Upstream edk2 (UefiCpuPkg/Library/MpInitLib/X64/AmdSev.c `SevSnpCreateSaveArea`):
     /// `AllocateReservedPages (PageCount + 1)` with PageCount = 2 under an SVSM; if
