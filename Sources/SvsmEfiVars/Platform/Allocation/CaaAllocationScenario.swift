@@ -207,13 +207,13 @@ public struct HangAnalysis: Sendable, Codable {
         let mechanisms = HangMechanism.allCases
         var predictions: [HangMechanism: [HangCandidate.Prediction]] = [:]
         for (policy, f) in zip(scenario.policies, figures) {
-            var onset: [HangMechanism: Int] = [:]
+            var onset: [HangMechanism: (vcpus: Int, metrics: HangMetrics)] = [:]
             if scanOnsets {
                 var open = Set(mechanisms)
                 for n in FirmwareBoot.vcpuRange where !open.isEmpty {
                     let fn = HangMetrics(try scenario.boot(policy, vcpus: n))
                     for m in open where m.triggers(fn) {
-                        onset[m] = n
+                        onset[m] = (n, fn)
                         open.remove(m)
                     }
                 }
@@ -222,7 +222,9 @@ public struct HangAnalysis: Sendable, Codable {
             for m in mechanisms {
                 predictions[m, default: []].append(HangCandidate.Prediction(
                     policy: policy.name, figure: m.figure(metrics), triggered: m.triggers(metrics),
-                    onsetVcpus: onset[m], scanned: scanOnsets))
+                    onsetVcpus: onset[m]?.vcpus, scanned: scanOnsets,
+                    swiotlbIfItBites: m.triggers(metrics) ? m.swiotlbIfItBites(metrics) : nil,
+                    swiotlbAtOnset: onset[m].flatMap { m.swiotlbIfItBites($0.metrics) }))
             }
         }
         return HangAnalysis(
@@ -251,6 +253,10 @@ public struct HangCandidate: Sendable, Codable {
         /// Smallest vCPU count (1...512) at which it triggers; nil: none, or not scanned.
         public let onsetVcpus: Int?
         public let scanned: Bool
+        /// For the mechanisms that cost the kernel RAM, when they trigger: the SWIOTLB size
+        /// the kernel would then compute (the thread says 256 MiB) — here, and at the onset.
+        public let swiotlbIfItBites: UInt64?
+        public let swiotlbAtOnset: UInt64?
     }
 }
 
@@ -314,6 +320,14 @@ enum HangMechanism: String, CaseIterable, Sendable {
         }
     }
 
+    func swiotlbIfItBites(_ f: HangMetrics) -> UInt64? {
+        switch self {
+        case .e820TableFull: return f.swiotlbBytes                 // the NODES_SHIFT=6 view already drops
+        case .memblockDoubling: return f.swiotlbBytesWithin128Regions
+        default: return nil
+        }
+    }
+
     func figure(_ f: HangMetrics) -> String {
         switch self {
         case .swiotlbNoBlock: return "largest \(ByteCount.format(f.largestFreeBytes)) vs \(ByteCount.format(f.swiotlbBytes))"
@@ -330,21 +344,26 @@ struct HangMetrics {
     let memblockRegions: Int
     let largestFreeBytes: UInt64
     let swiotlbBytes: UInt64
+    /// SWIOTLB if memblock.memory could not grow past 128 regions: only the first 128 RAM
+    /// entries count.
+    let swiotlbBytesWithin128Regions: UInt64
 
     init(_ boot: FirmwareBootResult) {
-        let e820 = EfiStubE820.convert(boot.efiMemoryMap)
+        self.init(e820: EfiStubE820.convert(boot.efiMemoryMap), efi: boot.efiMemoryMap, vcpus: boot.vcpus)
+    }
+
+    init(_ f: CaaAllocationFigures) {
+        self.init(e820: f.e820, efi: f.efiMemoryMap, vcpus: f.vcpus)
+    }
+
+    private init(e820: [E820Entry], efi: [EfiMemoryDescriptor], vcpus: Int) {
         let view = KernelE820View(e820: e820, nodesShift: 6)
         let kept = Array(e820.prefix(view.maxEntries))
         e820Entries = e820.count
         memblockRegions = view.memblockRegions
-        largestFreeBytes = LowMemoryAtSwiotlb.largest(LowMemoryAtSwiotlb.freeBlocks(efi: boot.efiMemoryMap, keptRam: kept))?.bytes ?? 0
-        swiotlbBytes = SwiotlbSizing(memBytes: view.ramBytes, possibleCpus: boot.vcpus).bytes
-    }
-
-    init(_ f: CaaAllocationFigures) {
-        e820Entries = f.e820Entries
-        memblockRegions = f.memblockRegions
-        largestFreeBytes = f.swiotlb.largestFreeBytes
-        swiotlbBytes = f.swiotlb.bytes
+        largestFreeBytes = LowMemoryAtSwiotlb.largest(LowMemoryAtSwiotlb.freeBlocks(efi: efi, keptRam: kept))?.bytes ?? 0
+        swiotlbBytes = SwiotlbSizing(memBytes: view.ramBytes, possibleCpus: vcpus).bytes
+        let first128 = kept.filter { $0.type == .ram }.prefix(LinuxE820Limits.memblockInitialRegions).reduce(0) { $0 + $1.range.bytes }
+        swiotlbBytesWithin128Regions = SwiotlbSizing(memBytes: first128, possibleCpus: vcpus).bytes
     }
 }

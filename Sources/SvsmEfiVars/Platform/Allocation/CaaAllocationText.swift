@@ -79,8 +79,11 @@ public enum CaaAllocationText {
             line("     trigger: \(c.trigger)   [\(c.source)]")
             for p in c.predictions {
                 let onset: String
-                if !p.scanned { onset = "onset not scanned" } else if let n = p.onsetVcpus { onset = "from \(n) vCPUs" } else { onset = "not for 1 to 512 vCPUs" }
-                line("     \(pad(p.policy, 22)) \(pad(p.figure, 34)) \(p.triggered ? "TRIGGERED" : "no       ")  \(onset)")
+                if !p.scanned { onset = "onset not scanned" } else if let n = p.onsetVcpus {
+                    onset = "from \(n) vCPUs" + (p.swiotlbAtOnset.map { " (SWIOTLB then \(ByteCount.format($0)))" } ?? "")
+                } else { onset = "not for 1 to 512 vCPUs" }
+                let then = p.swiotlbIfItBites.map { "; SWIOTLB now \(ByteCount.format($0))" } ?? ""
+                line("     \(pad(p.policy, 22)) \(pad(p.figure, 34)) \(p.triggered ? "TRIGGERED" : "no       ")  \(onset)\(then)")
             }
             line(wrap("if so: \(c.consequence); open: \(c.open)", indent: "     "))
         }
