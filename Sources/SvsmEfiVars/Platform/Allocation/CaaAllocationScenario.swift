@@ -229,7 +229,7 @@ public struct HangAnalysis: Sendable, Codable {
         }
         return HangAnalysis(
             settled: false,
-            statement: "The sources do not settle why the reported boot hung: the report gives no memory size, kernel version, NODES_SHIFT or log beyond \"hangs while allocating a 256 MiB memblock for SWIOTLB\" (allocation-facts.md items 37, 43). These are the mechanisms the sources allow, with the number each predicts for this layout; none is asserted as the cause.",
+            statement: "The sources do not settle why the reported boot hung: the report gives no memory size, kernel version, NODES_SHIFT or log beyond \"hangs while allocating a 256 MiB memblock for SWIOTLB\" (allocation-facts.md item 37 and §9). These are the mechanisms the sources allow, with the number each predicts for this layout; none is asserted as the cause.",
             candidates: mechanisms.map { m in
                 HangCandidate(id: m.rawValue, mechanism: m.mechanism, trigger: m.trigger, source: m.source,
                               consequence: m.consequence, open: m.open, predictions: predictions[m] ?? [])
