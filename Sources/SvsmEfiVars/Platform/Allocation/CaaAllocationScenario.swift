@@ -145,6 +145,21 @@ enum SourceChecks {
             add("no VMSA on a 2 MiB boundary", "AMD erratum #1467, AmdSev.c (\"VMSA cannot be on a 2MB boundary\")",
                 "0 aligned VMSAs", "\(aligned.count)", aligned.isEmpty ? .match : .mismatch)
             if reservedKept {
+                // Top-down allocation packs a phase's save areas: one Reserved block, split
+                // only where an erratum hole lies between two APs, plus the Reserved bin that
+                // holds DXE's first save area.
+                let reservedBin = boot.bins.first { $0.type == .reservedMemoryType }?.range
+                for p in f.phases {
+                    let areas = boot.saveAreas(in: p.phase)
+                    let inBin = areas.filter { a in reservedBin.map { $0.contains(a.allocated) } ?? false }
+                    let run = areas.filter { a in !inBin.contains(a) }
+                    let splits = run.dropFirst().filter(\.erratumBranch).count
+                    let want = (run.isEmpty ? 0 : 1 + splits) + (inBin.isEmpty ? 0 : 1)
+                    add("top-down allocation packs the \(p.phase) save areas next to each other",
+                        "Page.c CoreFindFreePagesI / MemoryServices.c PeiAllocatePages (top-down); \(thread), Gerd Hoffmann",
+                        "\(want) Reserved block(s): 1" + (splits > 0 ? " + \(splits) split by erratum holes" : "") + (inBin.isEmpty ? "" : " + the Reserved bin"),
+                        "\(p.reservedBlocks.count)", p.reservedBlocks.count == want ? .match : .mismatch)
+                }
                 let blocks = f.phases.flatMap(\.reservedBlocks)
                 var reasons: [String] = []
                 if phases.count > 1 { reasons.append("edk2 allocates again in DXE: CpuDxe's CPU_MP_DATA starts zeroed, so every AP gets a second save area (MpLib.c MpInitLibInitialize; allocation-facts.md items 8, 40); one block per phase") }

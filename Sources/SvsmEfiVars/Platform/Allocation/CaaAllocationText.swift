@@ -181,6 +181,9 @@ public enum CaaAllocationText {
         if let bin = boot.bins.first(where: { $0.range.overlaps(d.range) && $0.type == d.type && $0.type == .reservedMemoryType }) {
             parts.append("the \(shortName(bin.type)) bin")
         }
+        for r in GuestMemoryLayout.fixedRegions where r.type == d.type && r.range.overlaps(d.range) && d.type != .conventionalMemory {
+            parts.append(r.what)
+        }
         if parts.isEmpty, d.type == .conventionalMemory { parts.append("free") }
         return parts.joined(separator: "; ")
     }
