@@ -13,7 +13,7 @@ struct ScenarioCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scenario",
         abstract: "Replay a driver-design scenario step by step.",
-        subcommands: [CaaRelocation.self]
+        subcommands: [CaaRelocation.self, CaaAllocationCommand.self]
     )
 
     struct CaaRelocation: ParsableCommand {

@@ -1,0 +1,384 @@
+import Foundation
+
+/// `efivarfs-bridge scenario caa-allocation`: the memory map the OS receives with N vCPUs
+/// under each save-area policy, how it compares with the limits on the way into Linux, and
+/// which firmware CAA pages each route to the variable store needs (issue #17).
+public struct CaaAllocationScenario: Sendable {
+    public let vcpus: Int
+    public let policies: [SaveAreaPolicy]
+    public let layout: GuestMemoryLayout
+    public let plan: FirmwareAllocationPlan
+
+    /// The thread's default comparison: the reporter's leak in the first phase (PEI) and
+    /// upstream edk2 as the code runs it (both phases).
+    public static let defaultPolicies = [
+        SaveAreaPolicy(.reporter, phases: [.pei]), SaveAreaPolicy(.upstream, phases: [.pei, .dxe]),
+    ]
+    /// The route analysis computes the map at this many vCPUs (issue #17 part 2).
+    public static let routeVcpus = 512
+
+    public init(vcpus: Int, policies: [SaveAreaPolicy] = defaultPolicies, layout: GuestMemoryLayout,
+                plan: FirmwareAllocationPlan = FirmwareAllocationPlan()) throws(FirmwareBoot.BootError) {
+        guard FirmwareBoot.vcpuRange.contains(vcpus) else { throw .vcpus(vcpus) }
+        self.vcpus = vcpus
+        self.policies = policies.isEmpty ? Self.defaultPolicies : policies
+        self.layout = layout
+        self.plan = plan
+    }
+
+    public func boot(_ policy: SaveAreaPolicy, vcpus n: Int? = nil) throws(FirmwareBoot.BootError) -> FirmwareBootResult {
+        try FirmwareBoot(vcpus: n ?? vcpus, policy: policy, layout: layout, plan: plan).run()
+    }
+
+    /// Runs every policy, the checks, the hang candidates (with a scan over 1...512 vCPUs
+    /// for their onsets unless `scanOnsets` is false) and the route analysis.
+    public func run(scanOnsets: Bool = true) throws(FirmwareBoot.BootError) -> (report: CaaAllocationReport, boots: [FirmwareBootResult]) {
+        var boots: [FirmwareBootResult] = []
+        for p in policies { boots.append(try boot(p)) }
+        let figures = boots.map(CaaAllocationFigures.init)
+        let checks = zip(boots, figures).flatMap { SourceChecks.run($0, $1) }
+        let hang = try HangAnalysis.run(scenario: self, figures: figures, scanOnsets: scanOnsets)
+        let routes = try RouteAnalysis.run(scenario: self)
+        let report = CaaAllocationReport(
+            vcpus: vcpus, layout: LayoutSummary(layout: layout, plan: plan, vcpus: vcpus, boot: boots.first),
+            policies: figures, checks: checks, hang: hang, routes: routes)
+        return (report, boots)
+    }
+}
+
+/// Everything the command prints, as one document (`--json`).
+public struct CaaAllocationReport: Sendable, Codable {
+    public let vcpus: Int
+    public let layout: LayoutSummary
+    public let policies: [CaaAllocationFigures]
+    public let checks: [SourceCheck]
+    public let hang: HangAnalysis
+    public let routes: RouteAnalysis
+
+    /// Exit 0 only if no figure contradicts what the sources and the thread say.
+    public var figuresMatchSources: Bool { !checks.contains { $0.verdict == .mismatch } }
+}
+
+public struct LayoutSummary: Sendable, Codable {
+    public let ramBytes: UInt64
+    public let lowRam: PageRange
+    public let highRam: PageRange?
+    public let peiMemory: PageRange?
+    public let fixedRegions: [GuestMemoryLayout.FixedRegion]
+    public let bins: [MemoryTypeBin]
+    public let plan: FirmwareAllocationPlan
+    /// The SWIOTLB size band this RAM size falls in.
+    public let swiotlbBand: String
+
+    init(layout: GuestMemoryLayout, plan: FirmwareAllocationPlan, vcpus: Int, boot: FirmwareBootResult?) {
+        ramBytes = layout.ramBytes
+        lowRam = layout.lowRam
+        highRam = layout.highRam
+        peiMemory = boot?.peiMemory
+        fixedRegions = GuestMemoryLayout.fixedRegions
+        bins = boot?.bins ?? []
+        self.plan = plan
+        let size = SwiotlbSizing(memBytes: layout.ramBytes, possibleCpus: vcpus).bytes
+        if let band = SwiotlbSizing.memoryBand(forBytes: size) {
+            swiotlbBand = "\(ByteCount.format(size)) for \(ByteCount.format(band.lowerBound)) to \(ByteCount.format(band.upperBound)) of memblock memory"
+        } else {
+            swiotlbBand = ByteCount.format(size)
+        }
+    }
+}
+
+// MARK: - Checks against the sources and the thread
+
+/// One comparison of a model figure with what a source or the thread says.
+public struct SourceCheck: Sendable, Codable {
+    public enum Verdict: String, Sendable, Codable {
+        /// The figure is what the source says.
+        case match
+        /// The figure differs from a sentence of the thread for a reason the sources give
+        /// (explained in `note`); not a failure.
+        case differs
+        /// The figure contradicts the source: the model is wrong somewhere. Exit 1.
+        case mismatch
+    }
+    public let policy: String
+    public let claim: String
+    public let source: String
+    public let expected: String
+    public let observed: String
+    public let verdict: Verdict
+    public let note: String
+}
+
+enum SourceChecks {
+    static let thread = "svsm-devel 2025-May/000572 (Gerd Hoffmann quoting the report)"
+
+    static func run(_ boot: FirmwareBootResult, _ f: CaaAllocationFigures) -> [SourceCheck] {
+        var out: [SourceCheck] = []
+        let a = boot.apCount, name = boot.policy.name
+        let phases = boot.policy.phases
+        func add(_ claim: String, _ source: String, _ expected: String, _ observed: String, _ v: SourceCheck.Verdict, _ note: String = "") {
+            out.append(SourceCheck(policy: name, claim: claim, source: source, expected: expected, observed: observed, verdict: v, note: note))
+        }
+
+        // Internal consistency of the stub's conversion.
+        add("the EFI stub's e820 table has no more entries than the EFI map", "torvalds/linux x86-stub.c setup_e820",
+            "≤ \(f.efiDescriptors)", "\(f.e820Entries)", f.e820Entries <= f.efiDescriptors ? .match : .mismatch)
+
+        guard a > 0 else { return out }
+        let reservedKept = boot.policy.kept == .reserved
+        switch boot.policy.scheme {
+        case .upstream:
+            let shapeOK = boot.saveAreas.allSatisfy {
+                $0.allocated.count == 3 && $0.freed.map(\.count).reduce(0, +) == 1 && $0.kept.map(\.count).reduce(0, +) == 2
+                    && $0.caa.value == $0.vmsa.value + PhysicalAddress.pageSize
+            }
+            add("each AP: 3 pages allocated, 1 freed, VMSA + CAA (= VMSA + 4 KiB) kept, per phase",
+                "tianocore/edk2 UefiCpuPkg/Library/MpInitLib/X64/AmdSev.c SevSnpCreateSaveArea; OvmfPkg AmdSvsmLib.c SvsmVmsaRmpAdjust",
+                "\(a) APs × \(phases.count) phase(s)", "\(boot.saveAreas.count) save areas, shape \(shapeOK ? "as coded" : "WRONG")",
+                shapeOK && boot.saveAreas.count == a * phases.count ? .match : .mismatch)
+            if reservedKept {
+                let want = UInt64(2 * a * phases.count)
+                add("two Reserved pages per AP per phase", "AmdSev.c SevSnpCreateSaveArea (AllocateReservedPages)",
+                    "\(want) pages", "\(f.saveAreaReservedPages) pages", f.saveAreaReservedPages == want ? .match : .mismatch)
+            }
+            let aligned = boot.saveAreas.filter(\.vmsa.is2MiBAligned)
+            add("no VMSA on a 2 MiB boundary", "AMD erratum #1467, AmdSev.c (\"VMSA cannot be on a 2MB boundary\")",
+                "0 aligned VMSAs", "\(aligned.count)", aligned.isEmpty ? .match : .mismatch)
+            if reservedKept {
+                // Top-down allocation packs a phase's save areas: one Reserved block, split
+                // only where an erratum hole lies between two APs, plus the Reserved bin that
+                // holds DXE's first save area.
+                let reservedBin = boot.bins.first { $0.type == .reservedMemoryType }?.range
+                for p in f.phases {
+                    let areas = boot.saveAreas(in: p.phase)
+                    let inBin = areas.filter { a in reservedBin.map { $0.contains(a.allocated) } ?? false }
+                    let run = areas.filter { a in !inBin.contains(a) }
+                    let splits = run.dropFirst().filter(\.erratumBranch).count
+                    let want = (run.isEmpty ? 0 : 1 + splits) + (inBin.isEmpty ? 0 : 1)
+                    add("top-down allocation packs the \(p.phase) save areas next to each other",
+                        "Page.c CoreFindFreePagesI / MemoryServices.c PeiAllocatePages (top-down); \(thread), Gerd Hoffmann",
+                        "\(want) Reserved block(s): 1" + (splits > 0 ? " + \(splits) split by erratum holes" : "") + (inBin.isEmpty ? "" : " + the Reserved bin"),
+                        "\(p.reservedBlocks.count)", p.reservedBlocks.count == want ? .match : .mismatch)
+                }
+                let blocks = f.phases.flatMap(\.reservedBlocks)
+                var reasons: [String] = []
+                if phases.count > 1 { reasons.append("edk2 allocates again in DXE: CpuDxe's CPU_MP_DATA starts zeroed, so every AP gets a second save area (MpLib.c MpInitLibInitialize; allocation-facts.md items 8, 40); one block per phase") }
+                if phases.contains(.dxe) { reasons.append("DXE's first save area goes to the 4-page Reserved bin (Page.c FindFreePages tries the type's bin first), the rest below the bins") }
+                for p in f.phases where !p.erratumAps.isEmpty {
+                    reasons.append("\(p.phase): AP \(p.erratumAps.map(String.init).joined(separator: ", ")) took the erratum branch, whose freed third page is a hole splitting the block")
+                }
+                add("\"a single reserved memory block with two pages per processor (except boot processor)\"", "\(thread), Gerd Hoffmann",
+                    "1 block, \(2 * a) pages", "\(blocks.count) block(s), \(f.saveAreaReservedPages) pages",
+                    blocks.count == 1 ? .match : .differs, reasons.joined(separator: "; "))
+            }
+        case .reporter:
+            if reservedKept {
+                let want = UInt64(a * phases.count)
+                add("the Reserved pages are the CAA pages; the VMSA pages were freed", thread,
+                    "\(want) Reserved pages (one CAA per AP per phase)", "\(f.saveAreaReservedPages)",
+                    f.saveAreaReservedPages == want ? .match : .mismatch)
+                if a >= 4 {
+                    let target = 2 * boot.vcpus, slack = max(8, target / 20)
+                    for p in f.phases {
+                        let run = p.alternatingRun?.descriptors ?? 0
+                        add("\"a section of about 2x #vcpus where there is 1 reserved and 1 usable page alternating\" (\(p.phase))", thread,
+                            "about \(target) single pages (±\(slack))",
+                            "\(run) (\(p.alternatingRun?.reservedPages ?? 0) Reserved, \(p.alternatingRun?.usablePages ?? 0) usable)",
+                            abs(run - target) <= slack ? .match : .mismatch,
+                            "the run's ends: the lowest VMSA merges with the free memory below it; in DXE the first two APs sit in the Reserved bin, whose free pages the map reports as Reserved")
+                    }
+                }
+                add("\"it's only the CAA pages from the first allocation that are getting leaked\"", thread,
+                    "one phase (the first) leaks", "\(phases.map(\.description).joined(separator: " and ")) leak(s)",
+                    phases == [.pei] ? .match : .differs,
+                    phases == [.pei] ? "" : "this policy leaks in \(phases.map(\.description).joined(separator: " and ")), not only in the first phase")
+            }
+        }
+
+        let band = SwiotlbSizing.memoryBand(forBytes: 256 * ByteCount.mib)
+        add("the SWIOTLB that failed was 256 MiB", "\(thread); arch/x86/mm/mem_encrypt.c mem_encrypt_setup_arch, kernel/dma/swiotlb.c",
+            "256 MiB", ByteCount.format(f.swiotlb.bytes), f.swiotlb.bytes == 256 * ByteCount.mib ? .match : .differs,
+            f.swiotlb.bytes == 256 * ByteCount.mib ? "" : "6 % of the RAM the kernel keeps rounds to \(ByteCount.format(f.swiotlb.bytes)); 256 MiB needs \(band.map { "\(ByteCount.format($0.lowerBound)) to \(ByteCount.format($0.upperBound))" } ?? "?") of memblock memory"
+                + (f.kernel[0].dropped.isEmpty ? "" : " — here the e820 table overflowed and dropped \(ByteCount.format(f.kernel[0].dropped.filter { $0.type == .ram }.reduce(0) { $0 + $1.range.bytes })) of RAM"))
+        add("the kernel hung allocating that block from low memory", thread,
+            "no free \(ByteCount.format(f.swiotlb.bytes)) block below 4 GiB", "largest free block \(ByteCount.format(f.swiotlb.largestFreeBytes))",
+            f.swiotlb.fits ? .differs : .match,
+            f.swiotlb.fits ? "in this layout the fragmentation sits in a few MiB at the top of low RAM; the block still fits, so the map alone does not explain the hang (see the candidates)" : "")
+        return out
+    }
+}
+
+// MARK: - Why did the boot hang? Candidates, not a verdict
+
+/// The sources do not settle why the reported 120+ vCPU boot hung. Each candidate mechanism
+/// predicts a number; the model computes it per policy, with the smallest vCPU count at which
+/// the mechanism would trigger in this layout.
+public struct HangAnalysis: Sendable, Codable {
+    public let settled: Bool
+    public let statement: String
+    public let candidates: [HangCandidate]
+
+    static func run(scenario: CaaAllocationScenario, figures: [CaaAllocationFigures], scanOnsets: Bool) throws(FirmwareBoot.BootError) -> HangAnalysis {
+        let mechanisms = HangMechanism.allCases
+        var predictions: [HangMechanism: [HangCandidate.Prediction]] = [:]
+        for (policy, f) in zip(scenario.policies, figures) {
+            var onset: [HangMechanism: (vcpus: Int, metrics: HangMetrics)] = [:]
+            if scanOnsets {
+                var open = Set(mechanisms)
+                for n in FirmwareBoot.vcpuRange where !open.isEmpty {
+                    let fn = HangMetrics(try scenario.boot(policy, vcpus: n))
+                    for m in open where m.triggers(fn) {
+                        onset[m] = (n, fn)
+                        open.remove(m)
+                    }
+                }
+            }
+            let metrics = HangMetrics(f)
+            for m in mechanisms {
+                predictions[m, default: []].append(HangCandidate.Prediction(
+                    policy: policy.name, figure: m.figure(metrics), triggered: m.triggers(metrics),
+                    onsetVcpus: onset[m]?.vcpus, scanned: scanOnsets,
+                    swiotlbIfItBites: m.triggers(metrics) ? m.swiotlbIfItBites(metrics) : nil,
+                    swiotlbAtOnset: onset[m].flatMap { m.swiotlbIfItBites($0.metrics) }))
+            }
+        }
+        return HangAnalysis(
+            settled: false,
+            statement: "The sources do not settle why the reported boot hung: the report gives no memory size, kernel version, NODES_SHIFT or log beyond \"hangs while allocating a 256 MiB memblock for SWIOTLB\" (allocation-facts.md item 37 and §9). These are the mechanisms the sources allow, with the number each predicts for this layout; none is asserted as the cause.",
+            candidates: mechanisms.map { m in
+                HangCandidate(id: m.rawValue, mechanism: m.mechanism, trigger: m.trigger, source: m.source,
+                              consequence: m.consequence, open: m.open, predictions: predictions[m] ?? [])
+            })
+    }
+}
+
+public struct HangCandidate: Sendable, Codable {
+    public let id: String
+    public let mechanism: String
+    public let trigger: String
+    public let source: String
+    public let consequence: String
+    public let open: String
+    public let predictions: [Prediction]
+
+    public struct Prediction: Sendable, Codable {
+        public let policy: String
+        public let figure: String
+        public let triggered: Bool
+        /// Smallest vCPU count (1...512) at which it triggers; nil: none, or not scanned.
+        public let onsetVcpus: Int?
+        public let scanned: Bool
+        /// For the mechanisms that cost the kernel RAM, when they trigger: the SWIOTLB size
+        /// the kernel would then compute (the thread says 256 MiB) — here, and at the onset.
+        public let swiotlbIfItBites: UInt64?
+        public let swiotlbAtOnset: UInt64?
+    }
+}
+
+enum HangMechanism: String, CaseIterable, Sendable {
+    case swiotlbNoBlock = "swiotlb-no-low-block"
+    case e820TableFull = "kernel-e820-table-full"
+    case e820TableFullMaxsmp = "kernel-e820-table-full-maxsmp"
+    case memblockDoubling = "memblock-memory-doubling"
+    case zeroPageOverflow = "boot-params-e820-overflow"
+
+    var mechanism: String {
+        switch self {
+        case .swiotlbNoBlock: return "memblock_alloc_low finds no free block of the SWIOTLB size below 4 GiB"
+        case .e820TableFull: return "the kernel's e820 table is full (NODES_SHIFT=6: 320 entries)"
+        case .e820TableFullMaxsmp: return "the kernel's e820 table is full (NODES_SHIFT=10, MAXSMP: 3200 entries)"
+        case .memblockDoubling: return "memblock.memory outgrows its 128 initial regions while e820__memblock_setup runs"
+        case .zeroPageOverflow: return "more e820 entries than boot_params holds (128): the rest travel in SETUP_E820_EXT"
+        }
+    }
+    var trigger: String {
+        switch self {
+        case .swiotlbNoBlock: return "largest free block below 4 GiB < SWIOTLB size"
+        case .e820TableFull: return "e820 entries > 320"
+        case .e820TableFullMaxsmp: return "e820 entries > 3200"
+        case .memblockDoubling: return "RAM entries kept > 128"
+        case .zeroPageOverflow: return "e820 entries > 128"
+        }
+    }
+    var source: String {
+        switch self {
+        case .swiotlbNoBlock: return "kernel/dma/swiotlb.c swiotlb_memblock_alloc (memblock_alloc_low without SWIOTLB_ANY), swiotlb_init_remap"
+        case .e820TableFull, .e820TableFullMaxsmp: return "arch/x86/kernel/e820.c __e820__range_add (\"too many entries; ignoring\"); asm/e820/types.h E820_MAX_ENTRIES"
+        case .memblockDoubling: return "arch/x86/kernel/e820.c e820__memblock_setup (memblock_allow_resize, current limit ISA_END_ADDRESS); mm/memblock.c memblock_double_array"
+        case .zeroPageOverflow: return "drivers/firmware/efi/libstub/x86-stub.c allocate_e820, alloc_e820ext; arch/x86/kernel/e820.c parse_e820_ext"
+        }
+    }
+    var consequence: String {
+        switch self {
+        case .swiotlbNoBlock: return "current kernels halve the size until a block fits (\"SWIOTLB bounce buffer size adjusted\"); with nothing left every DMA bounce fails — a stall waiting for the root disk is plausible, a hang inside the allocation is not what the code does"
+        case .e820TableFull, .e820TableFullMaxsmp: return "the highest entries are dropped: RAM above 4 GiB and the top of low RAM vanish, so the kernel sees less memory (and sizes SWIOTLB smaller)"
+        case .memblockDoubling: return "memblock_double_array must find the doubled array below 1 MiB (the current limit during e820__memblock_setup); if it cannot, \"Failed to double memory array\" and memblock_add fails for the remaining RAM"
+        case .zeroPageOverflow: return "harmless through the EFI stub, which allocates the extension; only a loader that fills boot_params itself without SETUP_E820_EXT would lose the rest"
+        }
+    }
+    var open: String {
+        switch self {
+        case .swiotlbNoBlock: return "the reporter's memory size and low-memory layout"
+        case .e820TableFull, .e820TableFullMaxsmp: return "NODES_SHIFT of the reporter's kernels"
+        case .memblockDoubling: return "which pages below 1 MiB are free at that point; whether the failure hangs rather than panics"
+        case .zeroPageOverflow: return "the reporter's boot path (stub or not)"
+        }
+    }
+
+    func triggers(_ f: HangMetrics) -> Bool {
+        switch self {
+        case .swiotlbNoBlock: return f.largestFreeBytes < f.swiotlbBytes
+        case .e820TableFull: return f.e820Entries > LinuxE820Limits.kernelTableEntries(nodesShift: 6)
+        case .e820TableFullMaxsmp: return f.e820Entries > LinuxE820Limits.kernelTableEntries(nodesShift: 10)
+        case .memblockDoubling: return f.memblockRegions > LinuxE820Limits.memblockInitialRegions
+        case .zeroPageOverflow: return f.e820Entries > LinuxE820Limits.zeroPageEntries
+        }
+    }
+
+    func swiotlbIfItBites(_ f: HangMetrics) -> UInt64? {
+        switch self {
+        case .e820TableFull: return f.swiotlbBytes                 // the NODES_SHIFT=6 view already drops
+        case .memblockDoubling: return f.swiotlbBytesWithin128Regions
+        default: return nil
+        }
+    }
+
+    func figure(_ f: HangMetrics) -> String {
+        switch self {
+        case .swiotlbNoBlock: return "largest \(ByteCount.format(f.largestFreeBytes)) vs \(ByteCount.format(f.swiotlbBytes))"
+        case .e820TableFull, .e820TableFullMaxsmp, .zeroPageOverflow: return "\(f.e820Entries) e820 entries"
+        case .memblockDoubling: return "\(f.memblockRegions) RAM regions"
+        }
+    }
+}
+
+/// The few numbers the hang candidates test, computed without the rest of the figures (the
+/// onset scan boots the model up to 512 times per policy).
+struct HangMetrics {
+    let e820Entries: Int
+    let memblockRegions: Int
+    let largestFreeBytes: UInt64
+    let swiotlbBytes: UInt64
+    /// SWIOTLB if memblock.memory could not grow past 128 regions: only the first 128 RAM
+    /// entries count.
+    let swiotlbBytesWithin128Regions: UInt64
+
+    init(_ boot: FirmwareBootResult) {
+        self.init(e820: EfiStubE820.convert(boot.efiMemoryMap), efi: boot.efiMemoryMap, vcpus: boot.vcpus)
+    }
+
+    init(_ f: CaaAllocationFigures) {
+        self.init(e820: f.e820, efi: f.efiMemoryMap, vcpus: f.vcpus)
+    }
+
+    private init(e820: [E820Entry], efi: [EfiMemoryDescriptor], vcpus: Int) {
+        let view = KernelE820View(e820: e820, nodesShift: 6)
+        let kept = Array(e820.prefix(view.maxEntries))
+        e820Entries = e820.count
+        memblockRegions = view.memblockRegions
+        largestFreeBytes = LowMemoryAtSwiotlb.largest(LowMemoryAtSwiotlb.freeBlocks(efi: efi, keptRam: kept))?.bytes ?? 0
+        swiotlbBytes = SwiotlbSizing(memBytes: view.ramBytes, possibleCpus: vcpus).bytes
+        let first128 = kept.filter { $0.type == .ram }.prefix(LinuxE820Limits.memblockInitialRegions).reduce(0) { $0 + $1.range.bytes }
+        swiotlbBytesWithin128Regions = SwiotlbSizing(memBytes: first128, possibleCpus: vcpus).bytes
+    }
+}
