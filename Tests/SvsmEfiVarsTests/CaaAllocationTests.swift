@@ -3,7 +3,7 @@ import Foundation
 import FoundationXML
 #endif
 import Testing
-@testable import SvsmEfiVars
+@testable import Platform
 
 // Issue #17: the allocators, the save-area policies and the memory map the OS receives.
 //

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import SvsmEfiVars
+import Platform
 
 /// `efivarfs-bridge scenario caa-allocation` (issue #17).
 struct CaaAllocationCommand: ParsableCommand {
