@@ -32,10 +32,14 @@ let package = Package(
                 .product(name: "OrderedCollections", package: "swift-collections"),
             ]
         ),
+        // `efivarfs-bridge run` (issue #18): the private mount namespace, the seccomp
+        // supervisor and everything else that needs raw syscalls or a single-threaded process.
+        .target(name: "CRunSandbox"),
         .executableTarget(
             name: "efivarfs-bridge",
             dependencies: [
                 "CFuse",
+                "CRunSandbox",
                 "SvsmEfiVars",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),

@@ -16,7 +16,7 @@ struct EfivarfsBridge: ParsableCommand {
               EFIVARFS_PATH=/run/efivars/ efibootmgr -v
               fusermount3 -u /run/efivars
             """,
-        subcommands: [MountCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self, TraceCommand.self]
+        subcommands: [MountCommand.self, RunCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self, ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self, TraceCommand.self]
     )
 }
 
