@@ -78,6 +78,7 @@ static struct {
     char mntns[64];
     char runtime_dir[PATH_MAX];  // the server's XDG_RUNTIME_DIR (its control socket)
     char fallback_dir[PATH_MAX]; // without a namespace: where the server mounts
+    char env_path[PATH_MAX];     // EFIVARFS_PATH for CMD when it needs one (ends with '/')
     char exe_path[PATH_MAX];     // our own binary, for the server's exec ...
     dev_t exe_dev;
     ino_t exe_ino;
@@ -165,16 +166,21 @@ static int sweep(int sig, pid_t keep1, pid_t keep2, pid_t keep3) {
     return count;
 }
 
-static void remove_tree(const char *dir, int depth) {
+/// Removes our runtime directory (the server's socket directory, the fallback mount
+/// point), never crossing into another filesystem: a mount point left mounted (a server
+/// that died) is a variable store, not ours to empty.
+static void remove_tree(const char *dir, dev_t dev, int depth) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
         char p[PATH_MAX];
-        if (!ebr_path(p, sizeof p, "%s/%s", dir, e->d_name)) continue;
-        if (e->d_type == DT_DIR && depth > 0) remove_tree(p, depth - 1);
-        else if (unlink(p) != 0 && errno != ENOENT) ebr_msg_errno("removing %s", p);
+        struct stat st;
+        if (!ebr_path(p, sizeof p, "%s/%s", dir, e->d_name) || lstat(p, &st) != 0) continue;
+        if (st.st_dev != dev) { ebr_msg("%s is still mounted; leaving it", p); continue; }
+        if (S_ISDIR(st.st_mode) && depth > 0) remove_tree(p, dev, depth - 1);
+        else if (!S_ISDIR(st.st_mode) && unlink(p) != 0 && errno != ENOENT) ebr_msg_errno("removing %s", p);
     }
     closedir(d);
     if (rmdir(dir) != 0 && errno != ENOENT) ebr_msg_errno("removing %s", dir);
@@ -186,7 +192,8 @@ static void remove_runtime_dirs(void) {
         if (umount2(S.fallback_dir, MNT_DETACH) != 0 && errno != EINVAL && errno != ENOENT)
             ebr_msg_errno("unmounting %s", S.fallback_dir);
     }
-    if (S.runtime_dir[0]) remove_tree(S.runtime_dir, 2);
+    struct stat st;
+    if (S.runtime_dir[0] && lstat(S.runtime_dir, &st) == 0) remove_tree(S.runtime_dir, st.st_dev, 2);
 }
 
 /// Waits up to `ms` for the process behind `pidfd` to end (poll reports POLLIN then).
@@ -206,6 +213,7 @@ static bool wait_pidfd(int pidfd, int ms) {
 // ---- the janitor -------------------------------------------------------------------
 
 static void janitor_main(int pipe_rd) {
+    if (prctl(PR_SET_NAME, "ebr-run-janitor") != 0) ebr_msg_errno("janitor: prctl(PR_SET_NAME)");
     // Out of the terminal's reach, and deaf to everything but SIGKILL: it has to outlive S.
     if (setsid() < 0) ebr_msg_errno("janitor: setsid");
     sigset_t all;
@@ -389,7 +397,7 @@ static int start_child(char **cmd, bool want_seccomp, struct child_start *out) {
         ssize_t n;
         do n = read(sp[1], &go, 1); while (n < 0 && errno == EINTR);
         if (n != 1) _exit(126);  // run went away
-        if (go == 'P' && setenv("EFIVARFS_PATH", S.fallback_dir[0] ? S.fallback_dir : EBR_EFIVARS_DIR "/", 1) != 0) {
+        if (go == 'P' && setenv("EFIVARFS_PATH", S.env_path, 1) != 0) {
             ebr_msg_errno("setenv EFIVARFS_PATH");
             _exit(126);
         }
@@ -565,8 +573,9 @@ static int run_main(int argc, char **argv) {
             remove_runtime_dirs();
             return 1;
         }
-        ebr_msg("no private mount namespace (%s: %s): the variables are mounted at %s, which the host sees while CMD runs, "
-                "and CMD finds them only through EFIVARFS_PATH (libefivar: efibootmgr, efivar, mokutil)",
+        ebr_msg("no private mount namespace (%s: %s): the variables are mounted at %s, which the host sees while CMD runs; "
+                "CMD finds them through EFIVARFS_PATH (libefivar: efibootmgr, efivar, mokutil) and the mount table (efitools), "
+                "not at /sys/firmware/efi/efivars (bootctl, fwupd, go-efilib)",
                 step, strerror(why), S.fallback_dir);
     }
     if (!ebr_mntns_of(getpid(), S.mntns, sizeof S.mntns)) { ebr_msg_errno("readlink /proc/self/ns/mnt"); goto fail; }
@@ -594,7 +603,7 @@ static int run_main(int argc, char **argv) {
             if (mount(o.reuse_dir, efivars, NULL, MS_BIND, NULL) != 0) { ebr_msg_errno("bind-mounting %s on %s", o.reuse_dir, efivars); goto fail; }
         } else {
             if (rmdir(S.fallback_dir) != 0) ebr_msg_errno("rmdir %s", S.fallback_dir);
-            if (!ebr_path(S.fallback_dir, sizeof S.fallback_dir, "%s/", o.reuse_dir)) goto fail;
+            S.fallback_dir[0] = 0;  // not ours to unmount
             efivars = o.reuse_dir;
         }
     } else {
@@ -623,6 +632,9 @@ static int run_main(int argc, char **argv) {
     }
     struct stat est;
     if (stat(efivars, &est) != 0) { ebr_msg_errno("stat %s", efivars); goto fail; }
+    // libefivar builds "%s%s-%s" from EFIVARFS_PATH (rhboot/efivar src/efivarfs.c): the
+    // trailing slash is needed.
+    if (!ebr_path(S.env_path, sizeof S.env_path, "%s/", efivars)) { ebr_msg_errno("%s", efivars); goto fail; }
     if (start_janitor() != 0) goto fail;
 
     bool seccomp_ok = ebr_seccomp_available() == 0;
@@ -634,7 +646,7 @@ static int run_main(int argc, char **argv) {
     if (!seccomp_ok)
         ebr_msg("seccomp user notification is not available (%s): statfs and the mount table show FUSE; "
                 "EFIVARFS_PATH=%s is set for libefivar tools, efitools and go-efilib will not accept the mount",
-                strerror(seccomp_errno), S.fallback_dir[0] ? S.fallback_dir : EBR_EFIVARS_DIR "/");
+                strerror(seccomp_errno), S.env_path);
     struct ebr_supervisor *sup = NULL;
     if (cs.listener >= 0) {
         sup = ebr_supervisor_new(cs.listener, est.st_dev, S.mntns);

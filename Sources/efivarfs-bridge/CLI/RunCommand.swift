@@ -123,8 +123,9 @@ struct RunCommand: ParsableCommand {
         if let control, let point = Self.mountPoint(servingControlSocket: control) {
             return (point, pid)
         }
+        // Word for word what `mount` says (Machine.BootError.store of StoreLock's failure).
         let failure = NativeStoreFile.Failure.locked(path: store, owner: "process \(pid)", control: control)
-        throw cliFail(failure.description)
+        throw cliFail(Machine.BootError.store(failure).description)
     }
 
     /// The efivarfs-bridge mount in our mount table whose control socket is `control`.
