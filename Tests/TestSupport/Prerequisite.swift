@@ -45,6 +45,15 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
     public static let sfdisk = program("sfdisk", package: "fdisk")
     public static let losetup = program("losetup", package: "mount")
     public static let fusermount = program("fusermount3", package: "fuse3")
+    // `efivarfs-bridge run` drives these unchanged tools (RunTests).
+    public static let mokutil = program("mokutil", package: "mokutil")
+    public static let bootctl = program("bootctl", package: "systemd-boot")
+    public static let systemdBootEfi = file("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", package: "systemd-boot-efi")
+    public static let fwupdtool = program("fwupdtool", package: "fwupd")
+    /// `gcc -static` needs libc.a.
+    public static let staticLibc = Prerequisite("the static C library libc.a (gcc -static)", providedBy: "the Debian package libc6-dev") {
+        ["/usr/lib/x86_64-linux-gnu/libc.a", "/usr/lib/aarch64-linux-gnu/libc.a"].contains { FileManager.default.fileExists(atPath: $0) }
+    }
     public static let virtFirmware = Prerequisite("the program virt-fw-vars", providedBy: "pip install virt-firmware") { onPath("virt-fw-vars") }
     public static let root = Prerequisite("root (FUSE mounts, loop devices)", providedBy: "running the tests as root") { getuid() == 0 }
     /// The packages the Linux VM of the QEMU tests is built from, downloaded by setup.sh.

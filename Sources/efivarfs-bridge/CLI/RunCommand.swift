@@ -129,6 +129,10 @@ struct RunCommand: ParsableCommand {
     }
 
     /// The efivarfs-bridge mount in our mount table whose control socket is `control`.
+    /// The socket's file name is the CRC-32 of the mount point's real path
+    /// (ControlSocket.path(forMountPoint:)); mountinfo already shows real paths, so the name
+    /// is computed from the text alone. Nothing here may touch the mounts themselves: a
+    /// stat of some other, hung FUSE mount would hang run.
     static func mountPoint(servingControlSocket control: String) -> String? {
         let name = (control as NSString).lastPathComponent
         guard let table = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return nil }
@@ -138,7 +142,7 @@ struct RunCommand: ParsableCommand {
             let fields = halves[0].split(separator: " ")
             guard fields.count > 4 else { continue }
             let point = unescapeMountField(String(fields[4]))
-            if (ControlSocket.path(forMountPoint: point) as NSString).lastPathComponent == name { return point }
+            if String(Crc32.checksum(Array(point.utf8)), radix: 16) + ".sock" == name { return point }
         }
         return nil
     }
