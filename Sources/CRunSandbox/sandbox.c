@@ -31,6 +31,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -532,6 +533,8 @@ static void exit_like(int status) {
 static int run_main(int argc, char **argv) {
     struct options o = {0};
     if (parse(argc, argv, &o) != 0) return 64;
+    // We were exec'd as /proc/self/exe, which ps would show as "exe".
+    if (prctl(PR_SET_NAME, "efivarfs-bridge") != 0) ebr_msg_errno("prctl(PR_SET_NAME)");
     int rc = check_command(o.cmd[0]);
     if (rc) return rc;
 
@@ -636,6 +639,9 @@ static int run_main(int argc, char **argv) {
     // trailing slash is needed.
     if (!ebr_path(S.env_path, sizeof S.env_path, "%s/", efivars)) { ebr_msg_errno("%s", efivars); goto fail; }
     if (start_janitor() != 0) goto fail;
+    if (ebr_verbose)
+        ebr_msg("%s mounted (st_dev %u:%u) in mount namespace %s; server pid %d, janitor pid %d",
+                efivars, major(est.st_dev), minor(est.st_dev), S.mntns, (int)S.server, (int)S.janitor);
 
     bool seccomp_ok = ebr_seccomp_available() == 0;
     int seccomp_errno = errno;
