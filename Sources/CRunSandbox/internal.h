@@ -3,6 +3,7 @@
 #define EFIVARFS_BRIDGE_RUN_INTERNAL_H
 
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -21,6 +22,12 @@
 void ebr_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void ebr_msg_errno(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 extern bool ebr_verbose;
+
+/// close(2)/closedir(3) whose failure is reported (EINTR excepted: on Linux the descriptor
+/// is closed then). Every system call here has its error checked; these keep the
+/// cleanup paths short.
+void ebr_close(int fd);
+void ebr_closedir(DIR *d);
 
 /// Paths built with snprintf; false (and errno ENAMETOOLONG) when the result did not fit.
 bool ebr_path(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

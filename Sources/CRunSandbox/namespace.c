@@ -244,8 +244,8 @@ int ebr_make_firmware_dir(bool *made_tmpfs) {
     if (close(f) != 0) { ebr_msg_errno("closing /sys/firmware/efi/fw_platform_size"); goto close_all; }
     rc = 0;
 close_all:
-    if (d) closedir(d);
-    for (int i = 0; i < count; i++) close(fds[i]);
+    ebr_closedir(d);
+    for (int i = 0; i < count; i++) ebr_close(fds[i]);
     return rc;
 }
 

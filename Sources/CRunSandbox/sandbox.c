@@ -61,6 +61,14 @@ void ebr_msg_errno(const char *fmt, ...) {
     errno = saved;
 }
 
+void ebr_close(int fd) {
+    if (fd >= 0 && close(fd) != 0 && errno != EINTR) ebr_msg_errno("close(%d)", fd);
+}
+
+void ebr_closedir(DIR *d) {
+    if (d && closedir(d) != 0) ebr_msg_errno("closedir");
+}
+
 bool ebr_path(char *out, size_t size, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -161,9 +169,9 @@ static int sweep(int sig, pid_t keep1, pid_t keep2, pid_t keep3) {
             if (pidfd_send_signal_(fd, sig) == 0) count++;
             else if (errno != ESRCH) ebr_msg_errno("signalling process %d", (int)pid);
         }
-        close(fd);
+        ebr_close(fd);
     }
-    closedir(d);
+    ebr_closedir(d);
     return count;
 }
 
@@ -183,7 +191,7 @@ static void remove_tree(const char *dir, dev_t dev, int depth) {
         if (S_ISDIR(st.st_mode) && depth > 0) remove_tree(p, dev, depth - 1);
         else if (!S_ISDIR(st.st_mode) && unlink(p) != 0 && errno != ENOENT) ebr_msg_errno("removing %s", p);
     }
-    closedir(d);
+    ebr_closedir(d);
     if (rmdir(dir) != 0 && errno != ENOENT) ebr_msg_errno("removing %s", dir);
 }
 
@@ -219,7 +227,7 @@ static void janitor_main(int pipe_rd) {
     if (setsid() < 0) ebr_msg_errno("janitor: setsid");
     sigset_t all;
     sigfillset(&all);
-    sigprocmask(SIG_BLOCK, &all, NULL);
+    if (sigprocmask(SIG_BLOCK, &all, NULL) != 0) ebr_msg_errno("janitor: sigprocmask");
     char c;
     ssize_t n;
     do n = read(pipe_rd, &c, 1); while (n < 0 && errno == EINTR);
@@ -230,11 +238,11 @@ static void janitor_main(int pipe_rd) {
         for (int round = 0; round < 50 && sweep(SIGKILL, S.server, 0, 0) > 0; round++) usleep(20000);
     }
     if (S.server_pidfd >= 0) {
-        pidfd_send_signal_(S.server_pidfd, SIGTERM);
+        if (pidfd_send_signal_(S.server_pidfd, SIGTERM) != 0 && errno != ESRCH) ebr_msg_errno("janitor: stopping the server");
         if (!wait_pidfd(S.server_pidfd, 10000)) {
             ebr_msg("the FUSE server (pid %d) did not stop within 10 s of SIGTERM; killing it", (int)S.server);
-            pidfd_send_signal_(S.server_pidfd, SIGKILL);
-            wait_pidfd(S.server_pidfd, 5000);
+            if (pidfd_send_signal_(S.server_pidfd, SIGKILL) != 0 && errno != ESRCH) ebr_msg_errno("janitor: killing the server");
+            if (!wait_pidfd(S.server_pidfd, 5000)) ebr_msg("the FUSE server (pid %d) survives SIGKILL", (int)S.server);
         }
     }
     remove_runtime_dirs();
@@ -247,12 +255,12 @@ static int start_janitor(void) {
     pid_t pid = fork();
     if (pid < 0) { ebr_msg_errno("fork"); close(p[0]); close(p[1]); return -1; }
     if (pid == 0) {
-        close(p[1]);
+        ebr_close(p[1]);
         int null = open("/dev/null", O_RDWR | O_CLOEXEC);
-        if (null >= 0) { dup2(null, 0); dup2(null, 1); }
+        if (null < 0 || dup2(null, 0) != 0 || dup2(null, 1) != 1) ebr_msg_errno("janitor: /dev/null");
         janitor_main(p[0]);
     }
-    close(p[0]);
+    ebr_close(p[0]);
     S.janitor = pid;
     S.janitor_pipe = p[1];
     return 0;
@@ -300,7 +308,7 @@ static int start_server(const char *mountpoint, char **mount_args, int n_args) {
         ebr_msg_errno("executing the mount server");
         _exit(127);
     }
-    close(ready[1]);
+    ebr_close(ready[1]);
     S.server = pid;
     S.server_pidfd = pidfd_open_(pid);
     if (S.server_pidfd < 0) ebr_msg_errno("pidfd_open(server)");
@@ -336,7 +344,7 @@ static int start_server(const char *mountpoint, char **mount_args, int n_args) {
             }
         }
     }
-    close(ready[0]);
+    ebr_close(ready[0]);
     return rc;
 }
 
@@ -368,8 +376,8 @@ static int start_child(char **cmd, bool want_seccomp, struct child_start *out) {
     pid_t pid = fork();
     if (pid < 0) { ebr_msg_errno("fork"); return -1; }
     if (pid == 0) {
-        close(sp[0]);
-        close(ex[0]);
+        ebr_close(sp[0]);
+        ebr_close(ex[0]);
         if (setpgid(0, 0) != 0) { ebr_msg_errno("setpgid"); _exit(126); }
         // If run is killed, CMD goes with it (its own children: the janitor).
         if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) { ebr_msg_errno("prctl(PR_SET_PDEATHSIG)"); _exit(126); }
@@ -393,7 +401,7 @@ static int start_child(char **cmd, bool want_seccomp, struct child_start *out) {
             memcpy(CMSG_DATA(c), &listener, sizeof(int));
         }
         if (sendmsg(sp[1], &msg, 0) != (ssize_t)sizeof err) { ebr_msg_errno("sending the seccomp listener"); _exit(126); }
-        if (listener >= 0) close(listener);  // CMD has no business with it
+        if (listener >= 0) ebr_close(listener);  // CMD has no business with it
         char go;
         ssize_t n;
         do n = read(sp[1], &go, 1); while (n < 0 && errno == EINTR);
@@ -405,12 +413,13 @@ static int start_child(char **cmd, bool want_seccomp, struct child_start *out) {
         if (sigprocmask(SIG_SETMASK, &S.old_mask, NULL) != 0) { ebr_msg_errno("sigprocmask"); _exit(126); }
         execvp(cmd[0], cmd);
         int e = errno;
+        // Tells run why; if even this fails, the exit code (127/126) still does.
         ssize_t w = write(ex[1], &e, sizeof e);
         (void)w;
         _exit(e == ENOENT || e == ENOTDIR ? 127 : 126);
     }
-    close(sp[1]);
-    close(ex[1]);
+    ebr_close(sp[1]);
+    ebr_close(ex[1]);
     if (setpgid(pid, pid) != 0 && errno != EACCES) ebr_msg_errno("setpgid");
     S.child = pid;
     int err = 0, listener = -1;
@@ -422,8 +431,8 @@ static int start_child(char **cmd, bool want_seccomp, struct child_start *out) {
     if (n != (ssize_t)sizeof err) {
         if (n < 0) ebr_msg_errno("receiving the seccomp listener");
         else ebr_msg("CMD's process ended before it started");
-        close(sp[0]);
-        close(ex[0]);
+        ebr_close(sp[0]);
+        ebr_close(ex[0]);
         return -1;
     }
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c))
@@ -443,9 +452,9 @@ static void give_terminal(pid_t pgrp) {
     sigset_t ttou, old;
     sigemptyset(&ttou);
     sigaddset(&ttou, SIGTTOU);
-    sigprocmask(SIG_BLOCK, &ttou, &old);
+    if (sigprocmask(SIG_BLOCK, &ttou, &old) != 0) { ebr_msg_errno("sigprocmask"); return; }
     if (tcsetpgrp(S.tty, pgrp) != 0) ebr_msg_errno("tcsetpgrp");
-    sigprocmask(SIG_SETMASK, &old, NULL);
+    if (sigprocmask(SIG_SETMASK, &old, NULL) != 0) ebr_msg_errno("sigprocmask");
 }
 
 static void reap(bool shutting_down) {
@@ -462,9 +471,9 @@ static void reap(bool shutting_down) {
                 // terminal back; on `fg` (SIGCONT) CMD gets it again.
                 if (S.tty >= 0) {
                     give_terminal(getpgrp());
-                    kill(getpid(), SIGSTOP);
+                    if (kill(getpid(), SIGSTOP) != 0) ebr_msg_errno("stopping with CMD");
                     give_terminal(S.child);
-                    kill(-S.child, SIGCONT);
+                    if (kill(-S.child, SIGCONT) != 0 && errno != ESRCH) ebr_msg_errno("continuing CMD");
                 }
                 continue;
             }
@@ -519,12 +528,11 @@ static void exit_like(int status) {
         if (sig == SIGQUIT || sig == SIGILL || sig == SIGABRT || sig == SIGFPE || sig == SIGSEGV || sig == SIGBUS ||
             sig == SIGSYS || sig == SIGTRAP || sig == SIGXCPU || sig == SIGXFSZ)
             _exit(128 + sig);
-        signal(sig, SIG_DFL);
+        if (signal(sig, SIG_DFL) == SIG_ERR) ebr_msg_errno("signal(%d)", sig);
         sigset_t one;
         sigemptyset(&one);
         sigaddset(&one, sig);
-        sigprocmask(SIG_UNBLOCK, &one, NULL);
-        kill(getpid(), sig);
+        if (sigprocmask(SIG_UNBLOCK, &one, NULL) != 0 || kill(getpid(), sig) != 0) ebr_msg_errno("ending by %s", strsignal(sig));
         _exit(128 + sig);
     }
     _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 1);
@@ -656,12 +664,15 @@ static int run_main(int argc, char **argv) {
     struct ebr_supervisor *sup = NULL;
     if (cs.listener >= 0) {
         sup = ebr_supervisor_new(cs.listener, est.st_dev, S.mntns);
-        if (!sup) { kill(S.child, SIGKILL); goto fail; }
+        if (!sup) {
+            if (kill(S.child, SIGKILL) != 0) ebr_msg_errno("stopping CMD");
+            goto fail;
+        }
     }
     give_terminal(S.child);
     char go = set_path ? 'P' : 'G';
     if (write(cs.go_fd, &go, 1) != 1) ebr_msg_errno("starting CMD");
-    close(cs.go_fd);
+    ebr_close(cs.go_fd);
 
     // Until CMD ends: answer its calls, forward signals, reap.
     struct pollfd p[3] = {
@@ -704,7 +715,8 @@ static int run_main(int argc, char **argv) {
         if (p[1].fd >= 0 && (p[1].revents & POLLIN)) {
             if (ebr_supervisor_handle_one(sup) != 0) {
                 ebr_msg("the seccomp listener failed; CMD's statfs/open calls now fail with ENOSYS");
-                close(cs.listener);
+                ebr_close(cs.listener);
+                cs.listener = -1;
                 p[1].fd = -1;
             }
         } else if (p[1].fd >= 0 && (p[1].revents & (POLLHUP | POLLERR))) {
@@ -716,7 +728,7 @@ static int run_main(int argc, char **argv) {
                 errno = e;
                 ebr_msg_errno("%s", o.cmd[0]);
             }
-            close(cs.exec_fd);
+            ebr_close(cs.exec_fd);
             p[2].fd = -1;
         }
     }
@@ -724,11 +736,11 @@ static int run_main(int argc, char **argv) {
     reap(true);
     stop_server();
     reap(true);
-    if (cs.listener >= 0) close(cs.listener);
+    ebr_close(cs.listener);
     ebr_supervisor_free(sup);
     // Tell the janitor all is done, and wait for it.
     if (write(S.janitor_pipe, "x", 1) != 1) ebr_msg_errno("janitor");
-    close(S.janitor_pipe);
+    ebr_close(S.janitor_pipe);
     if (S.janitor > 0 && waitpid(S.janitor, NULL, 0) < 0) ebr_msg_errno("waitpid(janitor)");
     remove_runtime_dirs();
     exit_like(S.child_status);
@@ -740,8 +752,8 @@ fail_rc:
     stop_server();
     if (S.janitor_pipe >= 0) {
         if (write(S.janitor_pipe, "x", 1) != 1) ebr_msg_errno("janitor");
-        close(S.janitor_pipe);
-        if (S.janitor > 0) waitpid(S.janitor, NULL, 0);
+        ebr_close(S.janitor_pipe);
+        if (S.janitor > 0 && waitpid(S.janitor, NULL, 0) < 0) ebr_msg_errno("waitpid(janitor)");
     }
     remove_runtime_dirs();
     return rc;

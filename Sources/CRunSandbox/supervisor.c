@@ -237,7 +237,7 @@ static char *read_whole(const char *path, size_t *len) {
         used += (size_t)n;
     }
     int saved = errno;
-    close(fd);
+    ebr_close(fd);
     errno = saved;
     if (buf) { buf[used] = 0; *len = used; }
     return buf;
@@ -552,7 +552,7 @@ static enum outcome decide(struct ebr_supervisor *s) {
     // still the one waiting in this notification, so every read and write through `mem`
     // goes to the caller (seccomp_unotify(2), "SECCOMP_IOCTL_NOTIF_ID_VALID").
     if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) != 0) {
-        close(mem);
+        ebr_close(mem);
         return CONTINUE;
     }
     enum outcome o = CONTINUE;
