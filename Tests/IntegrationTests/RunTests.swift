@@ -60,13 +60,18 @@ struct RunTests {
     /// Runs `script` with bash under `efivarfs-bridge run OPTIONS --`, without EFIVARFS_PATH
     /// (the tools must find the variables where they always look), and checks afterwards
     /// that the host is as before.
-    func run(_ options: String, _ script: String, outer: String = "", sourceLocation: SourceLocation = #_sourceLocation) throws -> Shell.Result {
+    /// `outer` goes before the bridge (a wrapper such as setpriv); `binary` replaces the
+    /// built one.
+    func run(_ options: String, _ script: String, outer: String = "", binary: String? = nil,
+             sourceLocation: SourceLocation = #_sourceLocation) throws -> Shell.Result {
         let dir = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(dir)'") }
         let path = "\(dir)/cmd.sh"
         try script.write(toFile: path, atomically: true, encoding: .utf8)
+        Shell.run("chmod 755 '\(dir)' && chmod 644 '\(path)'")  // readable by an unprivileged CMD too
+        let bridge = binary.map { "timeout -s KILL 120 \(Self.unblocked) '\($0)'" } ?? Self.bridge
         let before = HostView.now()
-        let r = Shell.run("env -u EFIVARFS_PATH \(outer) \(Self.bridge) run \(options) -- bash '\(path)'")
+        let r = Shell.run("env -u EFIVARFS_PATH \(outer) \(bridge) run \(options) -- bash '\(path)'")
         let after = HostView.now()
         #expect(after == before, "run changed the host: before \(before), after \(after)", sourceLocation: sourceLocation)
         return r
@@ -376,6 +381,19 @@ struct RunTests {
         let lines = r.err.split(separator: "\n").map(String.init)
         let runLine = lines.first { $0.contains("is in use by process") }
         #expect(runLine != nil && lines.filter { $0 == runLine }.count == 2, "run and mount should say the same: \(r.err)")
+    }
+
+    @Test("as an unprivileged user, run owns its mount namespace through a user namespace (the caller is root inside)")
+    func unprivileged() throws {
+        try requirePrerequisites(.root, .fusermount, .efibootmgr, .setpriv, .userNamespaces)
+        // A copy every user can execute (the build directory may be private).
+        let dir = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(dir)'") }
+        try #require(Shell.run("chmod 755 '\(dir)' && cp '\(Bridge.binary)' '\(dir)/efivarfs-bridge'").status == 0)
+        let r = try run("--ephemeral", "id -u; efibootmgr | grep BootOrder; stat -f -c %T \(Self.efivars)",
+                        outer: "HOME='\(dir)' setpriv --reuid=65534 --regid=65534 --clear-groups",
+                        binary: "\(dir)/efivarfs-bridge")
+        #expect(r.out == "0\nBootOrder: 0001,0002,0000\nefivarfs\n", "\(r.out)\n\(r.err)")
     }
 
     @Test("without seccomp or without namespaces run says why in one line and still serves the variables")

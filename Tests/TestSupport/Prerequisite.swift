@@ -50,6 +50,14 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
     public static let bootctl = program("bootctl", package: "systemd-boot")
     public static let systemdBootEfi = file("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", package: "systemd-boot-efi")
     public static let fwupdtool = program("fwupdtool", package: "fwupd")
+    public static let setpriv = program("setpriv", package: "util-linux")
+    /// Unprivileged user namespaces (an unprivileged `run` needs one to own its mount namespace).
+    public static let userNamespaces = Prerequisite("unprivileged user namespaces (user.max_user_namespaces > 0)",
+                                                    providedBy: "sysctl user.max_user_namespaces (kernel.unprivileged_userns_clone=1 on some kernels)") {
+        let max = (try? String(contentsOfFile: "/proc/sys/user/max_user_namespaces", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let clone = (try? String(contentsOfFile: "/proc/sys/kernel/unprivileged_userns_clone", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return max > 0 && clone != "0"
+    }
     /// `gcc -static` needs libc.a.
     public static let staticLibc = Prerequisite("the static C library libc.a (gcc -static)", providedBy: "the Debian package libc6-dev") {
         ["/usr/lib/x86_64-linux-gnu/libc.a", "/usr/lib/aarch64-linux-gnu/libc.a"].contains { FileManager.default.fileExists(atPath: $0) }
