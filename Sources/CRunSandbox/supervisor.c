@@ -46,6 +46,7 @@
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #ifndef SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV
@@ -203,7 +204,7 @@ static bool caller_path(pid_t tid, int dirfd, const char *path, char *out, size_
 }
 
 /// stat/statfs of `path` says it is on our mount: answer with EFIVARFS_MAGIC.
-static enum outcome answer_statfs(struct ebr_supervisor *s, int mem, const char *path, uint64_t buf) {
+static enum outcome answer_statfs(struct ebr_supervisor *s, pid_t tid, const char *path, uint64_t buf) {
     struct stat st;
     if (stat(path, &st) != 0 || st.st_dev != s->dev) return CONTINUE;
     struct statfs sf;
@@ -211,7 +212,15 @@ static enum outcome answer_statfs(struct ebr_supervisor *s, int mem, const char 
     sf.f_type = (__fsword_t)EBR_EFIVARFS_MAGIC;
     // The kernel writes the same struct (asm-generic/statfs.h; glibc's struct statfs is it
     // on 64-bit), so the caller sees its fields as the real call would have filled them.
-    ssize_t n = pwrite(mem, &sf, sizeof sf, (off_t)buf);
+    // process_vm_writev, not the /proc/<tid>/mem descriptor: it honours page protections, so
+    // a buffer the caller may not write gets EFAULT as from the kernel (a write through
+    // /proc/<tid>/mem would force it). It names the task by pid, so ID_VALID is checked again
+    // right before; a pid reused in between would need the pid space to wrap meanwhile.
+    if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &s->req->id) != 0) return GONE;
+    struct iovec local = {.iov_base = &sf, .iov_len = sizeof sf};
+    struct iovec remote = {.iov_base = (void *)(uintptr_t)buf, .iov_len = sizeof sf};
+    ssize_t n = process_vm_writev(tid, &local, 1, &remote, 1, 0);
+    if (n < 0 && errno != EFAULT && errno != ESRCH) ebr_msg_errno("process_vm_writev to %d", (int)tid);
     s->resp->flags = 0;
     s->resp->val = 0;
     s->resp->error = n == (ssize_t)sizeof sf ? 0 : -EFAULT;
@@ -549,8 +558,8 @@ static enum outcome decide(struct ebr_supervisor *s) {
     if (mem < 0) return CONTINUE;
     // The descriptor pins the caller's memory. The caller could have died and its pid been
     // reused between RECV and the open; ID_VALID after the open proves that the task is
-    // still the one waiting in this notification, so every read and write through `mem`
-    // goes to the caller (seccomp_unotify(2), "SECCOMP_IOCTL_NOTIF_ID_VALID").
+    // still the one waiting in this notification, so every read through `mem` comes from
+    // the caller (seccomp_unotify(2), "SECCOMP_IOCTL_NOTIF_ID_VALID").
     if (ioctl(s->listener, SECCOMP_IOCTL_NOTIF_ID_VALID, &req->id) != 0) {
         ebr_close(mem);
         return CONTINUE;
@@ -561,11 +570,11 @@ static enum outcome decide(struct ebr_supervisor *s) {
     char path[PATH_MAX], where[PATH_MAX + 64];
     if (nr == SYS_statfs) {
         if (read_string(s, mem, a[0], path, sizeof path) && path[0] && caller_path(tid, AT_FDCWD, path, where, sizeof where))
-            o = answer_statfs(s, mem, where, a[1]);
+            o = answer_statfs(s, tid, where, a[1]);
     } else if (nr == SYS_fstatfs) {
         int fd = (int)a[0];
         if (fd >= 0 && ebr_path(where, sizeof where, "/proc/%d/fd/%d", (int)tid, fd))
-            o = answer_statfs(s, mem, where, a[1]);
+            o = answer_statfs(s, tid, where, a[1]);
     } else if (nr == SYS_openat) {
         o = answer_open(s, mem, tid, (int)a[0], a[1], a[2]);
 #ifdef SYS_open

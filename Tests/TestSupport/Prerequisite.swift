@@ -51,6 +51,7 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
     public static let systemdBootEfi = file("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", package: "systemd-boot-efi")
     public static let fwupdtool = program("fwupdtool", package: "fwupd")
     public static let setpriv = program("setpriv", package: "util-linux")
+    public static let python3 = program("python3", package: "python3")
     /// Unprivileged user namespaces (an unprivileged `run` needs one to own its mount namespace).
     public static let userNamespaces = Prerequisite("unprivileged user namespaces (user.max_user_namespaces > 0)",
                                                     providedBy: "sysctl user.max_user_namespaces (kernel.unprivileged_userns_clone=1 on some kernels)") {

@@ -6,6 +6,8 @@
  *
  *   efivarfs-probe PATH...   for each PATH: "statfs PATH: 0x<f_type>" or "statfs PATH: <errno text>",
  *                            then "fstatfs PATH: ..." the same way through an O_PATH descriptor;
+ *                            then "statfs-ro PATH: <errno text>" for the first PATH with a
+ *                            buffer in read-only memory (the kernel: EFAULT);
  *                            then "mountinfo: <line>" for every line of /proc/self/mountinfo
  *                            and "mounts: <line>" of /proc/self/mounts that mention efivars;
  *                            then "go-efilib: available" or "go-efilib: unavailable". */
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/statfs.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -62,6 +65,12 @@ int main(int argc, char **argv)
 		rc = syscall(SYS_fstatfs, fd, &st);
 		show_statfs("fstatfs", argv[i], rc, &st);
 		syscall(SYS_close, fd);
+	}
+	if (argc > 1) {
+		void *ro = mmap(NULL, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		if (ro == MAP_FAILED) { perror("mmap"); return 1; }
+		long rc = syscall(SYS_statfs, argv[1], ro);
+		printf("statfs-ro %s: %s\n", argv[1], rc == 0 ? "written" : strerror(errno));
 	}
 	grep_table("mountinfo", "/proc/self/mountinfo");
 	grep_table("mounts", "/proc/self/mounts");
