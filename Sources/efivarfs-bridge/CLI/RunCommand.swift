@@ -17,12 +17,12 @@ struct RunCommand: ParsableCommand {
         commandName: "run",
         abstract: "Run a command that sees the variable store as efivarfs at /sys/firmware/efi/efivars.",
         discussion: """
-            CMD runs in a private mount namespace: the store is mounted at
-            /sys/firmware/efi/efivars (by a mount started for it, or a live mount of the same
-            store), /sys/firmware/efi exists, statfs reports EFIVARFS_MAGIC and the mount
-            table says efivarfs — for CMD only; the host's mounts and /sys stay as they are.
-            Everything is unmounted when CMD ends (or run is killed). CMD's exit status is
-            run's. Takes the store and mount options of `mount`.
+            CMD runs in a private mount namespace: the store is mounted at \
+            /sys/firmware/efi/efivars (by a mount started for it, or a live mount of the \
+            same store), /sys/firmware/efi exists, statfs reports EFIVARFS_MAGIC and the \
+            mount table says efivarfs — for CMD only; the host's mounts and /sys stay as \
+            they are. Everything is unmounted when CMD ends (or run is killed). CMD's exit \
+            status is run's. Takes the store and mount options of `mount`.
 
             Examples:
               efivarfs-bridge run -- efibootmgr -v
