@@ -26,6 +26,9 @@ let package = Package(
         .systemLibrary(name: "CFuse", pkgConfig: "fuse3", providers: [.apt(["libfuse3-dev"])]),
         // prctl for the background server (variadic in C, so not callable from Swift).
         .target(name: "CProcess"),
+        // `run`: the private mount namespace and the seccomp supervisor that makes the mount
+        // look like efivarfs to CMD.
+        .target(name: "CRunSandbox"),
         // The FUSE worker pool and its shutdown, in C: signals, libfuse's session, fusectl.
         .target(name: "CFuseServer", dependencies: ["CFuse"], linkerSettings: [.linkedLibrary("fuse3")]),
         // PKCS#7 and X.509 through OpenSSL's libcrypto: the C side of AuthVariableLib's checks.
@@ -68,7 +71,7 @@ let package = Package(
         .executableTarget(
             name: "efivarfs-bridge",
             dependencies: [
-                "Platform", "EfivarfsFuse", "CProcess",
+                "Platform", "EfivarfsFuse", "CProcess", "CRunSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]

@@ -2,7 +2,8 @@
 # Installs everything the build and the test suite need on Debian 12, without prompts, and
 # only what is missing (a second run installs nothing and takes a second):
 #   - Debian packages: the build (libfuse3, libcrypto), the clients the integration tests
-#     drive (efivar, efibootmgr, efitools, openssl, attr, fdisk, e2fsprogs), the firmware
+#     drive (efivar, efibootmgr, efitools, openssl, attr, fdisk, e2fsprogs; for
+#     `efivarfs-bridge run`: mokutil, systemd-boot for bootctl, fwupd for fwupdtool), the firmware
 #     and emulator the boot tests use (ovmf, qemu-system-x86), gcc for the C test helpers;
 #   - from PyPI: virt-firmware (virt-fw-vars, the reference reader of OVMF_VARS.fd);
 #   - downloaded only, never installed: Debian's signed shim, GRUB and kernel and a static
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 packages=(libfuse3-dev fuse3 pkg-config libssl-dev openssl efivar efibootmgr efitools e2fsprogs
-          attr fdisk gcc libc6-dev ovmf qemu-system-x86)
+          attr fdisk gcc libc6-dev ovmf qemu-system-x86 mokutil systemd-boot fwupd)
 vm_packages=(shim-signed grub-efi-amd64-signed linux-image-amd64 busybox-static)
 vm_cache=${EFIVARFS_VM_DEBS:-/var/cache/efivarfs-bridge-vm}
 

@@ -45,6 +45,24 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
     public static let sfdisk = program("sfdisk", package: "fdisk")
     public static let losetup = program("losetup", package: "mount")
     public static let fusermount = program("fusermount3", package: "fuse3")
+    // `efivarfs-bridge run` drives these unchanged tools (RunTests).
+    public static let mokutil = program("mokutil", package: "mokutil")
+    public static let bootctl = program("bootctl", package: "systemd-boot")
+    public static let systemdBootEfi = file("/usr/lib/systemd/boot/efi/systemd-bootx64.efi", package: "systemd-boot-efi")
+    public static let fwupdtool = program("fwupdtool", package: "fwupd")
+    public static let setpriv = program("setpriv", package: "util-linux")
+    public static let python3 = program("python3", package: "python3")
+    /// Unprivileged user namespaces (an unprivileged `run` needs one to own its mount namespace).
+    public static let userNamespaces = Prerequisite("unprivileged user namespaces (user.max_user_namespaces > 0)",
+                                                    providedBy: "sysctl user.max_user_namespaces (kernel.unprivileged_userns_clone=1 on some kernels)") {
+        let max = (try? String(contentsOfFile: "/proc/sys/user/max_user_namespaces", encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) } ?? 0
+        let clone = (try? String(contentsOfFile: "/proc/sys/kernel/unprivileged_userns_clone", encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+        return max > 0 && clone != "0"
+    }
+    /// `gcc -static` needs libc.a.
+    public static let staticLibc = Prerequisite("the static C library libc.a (gcc -static)", providedBy: "the Debian package libc6-dev") {
+        ["/usr/lib/x86_64-linux-gnu/libc.a", "/usr/lib/aarch64-linux-gnu/libc.a"].contains { FileManager.default.fileExists(atPath: $0) }
+    }
     public static let virtFirmware = Prerequisite("the program virt-fw-vars", providedBy: "pip install virt-firmware") { onPath("virt-fw-vars") }
     public static let root = Prerequisite("root (FUSE mounts, loop devices)", providedBy: "running the tests as root") { getuid() == 0 }
     /// The packages the Linux VM of the QEMU tests is built from, downloaded by setup.sh.

@@ -167,7 +167,7 @@ public final class VariableFileLock: @unchecked Sendable {
     private func writeNote(_ note: OwnerNote) {
         let dir = (notePath as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        FileManager.default.createFile(atPath: notePath, contents: Data(note.text.utf8), attributes: [.posixPermissions: 0o600])
+        _ = FileManager.default.createFile(atPath: notePath, contents: Data(note.text.utf8), attributes: [.posixPermissions: 0o600])
     }
 
     /// The note of whoever serves `path`: `$XDG_RUNTIME_DIR` (else /tmp)
@@ -203,5 +203,39 @@ public enum VariableFileSnapshot {
         do {
             return format == .fd ? try OvmfVarsFile.read(bytes, path: path) : try QemuVarsJson.read(bytes, path: path)
         } catch { throw .file(error) }
+    }
+}
+
+/// Who serves a store, asked without taking its lock (`run` looks for a live mount of the
+/// store it is to show).
+public enum StoreOwner {
+    /// The native store's owner, if a server holds it.
+    public static func ofDirectory(_ directory: String) -> (pid: String, control: String?)? {
+        let fd = Glibc.open(directory + "/lock", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        // A shared lock is refused only while a server holds its exclusive one; ours is
+        // dropped at once.
+        if flock(fd, LOCK_SH | LOCK_NB) == 0 { flock(fd, LOCK_UN); return nil }
+        let note = OwnerNote(parsing: readAll(fd))
+        return (note.pid, note.control)
+    }
+
+    /// A VM file's owner, if a server holds it (F_OFD_GETLK: the lock is only looked at).
+    public static func ofVariableFile(_ path: String) -> (pid: String, control: String?)? {
+        guard let real = realpath(path, nil) else { return nil }
+        let realPath = String(cString: real)
+        free(real)
+        let fd = Glibc.open(realPath, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var l = flock()
+        l.l_type = Int16(F_WRLCK)
+        l.l_whence = Int16(SEEK_SET)
+        // F_OFD_GETLK (include/uapi/asm-generic/fcntl.h), not exposed by Swift's Glibc.
+        guard fcntl(fd, 36, &l) == 0, l.l_type != Int16(F_UNLCK) else { return nil }
+        let note = FileManager.default.contents(atPath: VariableFileLock.notePath(for: realPath))
+            .map { OwnerNote(parsing: String(decoding: $0, as: UTF8.self)) }
+        return (note?.pid ?? "?", note?.control)
     }
 }
