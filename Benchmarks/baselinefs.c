@@ -1,14 +1,27 @@
 /* The FUSE limit for efivarfs-bridge: a minimal libfuse3 low-level filesystem serving
  * <Name>-<GUID> files (4 attribute bytes + data) from an in-memory table, with the FUSE
- * settings the bridge uses (direct I/O, zero entry/attr timeouts, the same max_write and
- * worker threads). With --durable every change is appended to a log and fdatasync'd before
- * the answer. It does no efivarfs checks and no work: the same kernel path, nothing else.
+ * settings the bridge uses (direct I/O, noflush, zero entry and file attribute timeouts and a
+ * long one for the unchanging root, the same max_write, no
+ * async reads, no writeback cache, the same worker threads). With --durable every change is
+ * appended to a log and fdatasync'd before the answer. It does no efivarfs checks and no
+ * work: the same kernel path, nothing else. FS_IOC_GETFLAGS/SETFLAGS answer as for a file
+ * that is not immutable (libefivar asks before every delete).
  *
- * Usage: baselinefs [--durable LOG] [--threads N] <mountpoint>   (stays in the foreground)
+ * --loop pool (default) serves with the bridge's own worker pool (Sources/CFuseServer/
+ * cfuse_server.c, compiled in: fuse_session_receive_buf/process_buf workers); --loop mt with
+ * libfuse's fuse_session_loop_mt. With --counts FILE (pool only), SIGUSR1 writes the FUSE
+ * requests read so far, one "OPCODE count" per line, to FILE.
+ *
+ * Usage: baselinefs [--durable LOG] [--threads N] [--loop pool|mt] [--counts FILE] <mountpoint>
+ *        (stays in the foreground)
  */
 #define FUSE_USE_VERSION 312
 #include <fuse_lowlevel.h>
+#include "cfuse_server.h"
 #include <errno.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -18,6 +31,9 @@
 #include <unistd.h>
 
 #define MAX_VARS 65536
+#ifndef ROOT_ATTR_TIMEOUT
+#define ROOT_ATTR_TIMEOUT 86400.0
+#endif
 struct var { char *name; unsigned char *data; size_t size; int used; };
 static struct var vars[MAX_VARS + 2];          /* ino = index + 2 */
 static int nvars;
@@ -64,7 +80,12 @@ static void reply_entry(fuse_req_t req, int i) {
     fuse_reply_entry(req, &e);
 }
 
-static void op_init(void *u, struct fuse_conn_info *conn) { (void)u; conn->max_write = 128 * 1024; conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; }
+static void op_init(void *u, struct fuse_conn_info *conn) {
+    (void)u;
+    /* As the bridge (Sources/CFuse/shim.h cfuse_conn_set_max_write). */
+    conn->max_write = 128 * 1024; conn->max_read = 0;
+    conn->want &= ~FUSE_CAP_WRITEBACK_CACHE; conn->want &= ~FUSE_CAP_ASYNC_READ;
+}
 static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
     (void)parent;
     pthread_mutex_lock(&lock); int i = find(name); pthread_mutex_unlock(&lock);
@@ -73,10 +94,11 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 static void op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
     (void)fi; struct stat st;
     pthread_mutex_lock(&lock); fill_stat(ino == 1 ? -1 : (int)ino - 2, &st); pthread_mutex_unlock(&lock);
-    fuse_reply_attr(req, &st, 0);
+    /* As the bridge: the root's attributes never change, so the kernel may keep them. */
+    fuse_reply_attr(req, &st, ino == 1 ? ROOT_ATTR_TIMEOUT : 0);
 }
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *a, int set, struct fuse_file_info *fi) { (void)a; (void)set; op_getattr(req, ino, fi); }
-static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) { (void)ino; fi->direct_io = 1; fuse_reply_open(req, fi); }
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) { (void)ino; fi->direct_io = 1; fi->noflush = 1; fuse_reply_open(req, fi); }
 static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
     (void)parent; (void)mode;
     pthread_mutex_lock(&lock);
@@ -85,7 +107,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
     pthread_mutex_unlock(&lock);
     if (i < 0) { fuse_reply_err(req, ENOSPC); return; }
     struct fuse_entry_param e; memset(&e, 0, sizeof e); e.ino = i + 2; e.generation = 1; fill_stat(i, &e.attr);
-    fi->direct_io = 1;
+    fi->direct_io = 1; fi->noflush = 1;
     fuse_reply_create(req, &e, fi);
 }
 static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi) {
@@ -131,24 +153,65 @@ static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, s
     free(buf);
 }
 static void op_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) { (void)ino; (void)fi; fuse_reply_err(req, 0); }
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, unsigned int cmd, void *arg, struct fuse_file_info *fi, unsigned flags,
+                     const void *in, size_t in_size, size_t out_size) {
+    (void)ino; (void)arg; (void)fi; (void)flags; (void)in; (void)in_size;
+    if (cmd == FS_IOC_GETFLAGS) { unsigned int f = 0; fuse_reply_ioctl(req, 0, &f, out_size < sizeof f ? out_size : sizeof f); }
+    else if (cmd == FS_IOC_SETFLAGS) fuse_reply_ioctl(req, 0, NULL, 0);
+    else fuse_reply_err(req, ENOTTY);
+}
+
+/* SIGUSR1: the request counts so far into counts_path. */
+static const char *counts_path;
+static void *counts_thread(void *arg) {
+    sigset_t *set = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(set, &sig) != 0) continue;
+        char tmp[4096];
+        snprintf(tmp, sizeof tmp, "%s.tmp", counts_path);
+        FILE *f = fopen(tmp, "w");
+        if (!f) continue;
+        for (unsigned op = 0; op < CFUSE_OPCODE_SLOTS; op++)
+            if (cfuse_request_count(op) && cfuse_opcode_name(op)) fprintf(f, "%s %llu\n", cfuse_opcode_name(op), (unsigned long long)cfuse_request_count(op));
+        fclose(f);
+        rename(tmp, counts_path);
+    }
+    return NULL;
+}
 
 int main(int argc, char **argv) {
-    int threads = 4; const char *mnt = NULL;
+    int threads = 4, pool = 1; const char *mnt = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--durable") && i + 1 < argc) { log_fd = open(argv[++i], O_WRONLY | O_CREAT | O_TRUNC, 0600); }
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--loop") && i + 1 < argc) pool = strcmp(argv[++i], "mt") != 0;
+        else if (!strcmp(argv[i], "--counts") && i + 1 < argc) counts_path = argv[++i];
         else mnt = argv[i];
     }
-    if (!mnt) { fprintf(stderr, "usage: baselinefs [--durable LOG] [--threads N] <mountpoint>\n"); return 2; }
+    if (!mnt) { fprintf(stderr, "usage: baselinefs [--durable LOG] [--threads N] [--loop pool|mt] [--counts FILE] <mountpoint>\n"); return 2; }
     struct fuse_lowlevel_ops ops = {
         .init = op_init, .lookup = op_lookup, .getattr = op_getattr, .setattr = op_setattr, .open = op_open,
         .create = op_create, .read = op_read, .write = op_write, .unlink = op_unlink, .readdir = op_readdir,
-        .release = op_release,
+        .release = op_release, .ioctl = op_ioctl,
     };
     char *fargv[] = { argv[0], "-o", "default_permissions,fsname=baselinefs", NULL };
     struct fuse_args args = FUSE_ARGS_INIT(3, fargv);
     struct fuse_session *se = fuse_session_new(&args, &ops, sizeof ops, NULL);
-    if (!se || fuse_set_signal_handlers(se) || fuse_session_mount(se, mnt)) return 1;
+    if (!se) return 1;
+    if (pool) {
+        /* The bridge's serving path: its stop handlers, its workers, its shutdown. */
+        static sigset_t usr1;
+        sigemptyset(&usr1); sigaddset(&usr1, SIGUSR1);
+        pthread_sigmask(SIG_BLOCK, &usr1, NULL);
+        pthread_t t;
+        if (counts_path) pthread_create(&t, NULL, counts_thread, &usr1);
+        if (cfuse_install_stop_handlers() || fuse_session_mount(se, mnt)) return 1;
+        int rc = cfuse_serve(se, mnt, (unsigned)threads);
+        if (rc == 0) fuse_session_destroy(se);
+        return rc;
+    }
+    if (fuse_set_signal_handlers(se) || fuse_session_mount(se, mnt)) return 1;
     struct fuse_loop_config *cfg = fuse_loop_cfg_create();
     fuse_loop_cfg_set_max_threads(cfg, threads);
     int rc = fuse_session_loop_mt(se, cfg);

@@ -5,7 +5,8 @@
  *   write   create N variables Bench<i> (4 attribute bytes + 64 bytes of data)
  *   list    readdir + stat of every entry
  *   read    open/read/close each of the N variables
- *   delete  unlink each of the N variables
+ *   delete  delete each of the N variables as libefivar does (efivarfs_del_variable): open
+ *           O_RDONLY, FS_IOC_GETFLAGS, FS_IOC_SETFLAGS only if immutable, close, unlink
  *   mixed   T threads: a random mix of read (60%), rewrite (30%) and stat (10%) over the N
  *   durable T threads rewriting their own variables (a durable store syncs every one)
  * Variables live under LINUX_EFI_CRASH_GUID, whose names efivarfs never makes immutable.
@@ -18,6 +19,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/ioctl.h>
+#include <linux/fs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +49,19 @@ static int op_read(int i) {
     ssize_t n = read(fd, buf, sizeof buf);
     close(fd);
     return n == (ssize_t)sizeof payload ? 0 : -1;
+}
+static int op_delete(int i) {
+    char p[512]; path(p, i);
+    int fd = open(p, O_RDONLY);
+    if (fd >= 0) {
+        unsigned long flags = 0;
+        if (ioctl(fd, FS_IOC_GETFLAGS, &flags) == 0 && (flags & FS_IMMUTABLE_FL)) {
+            flags &= ~(unsigned long)FS_IMMUTABLE_FL;
+            ioctl(fd, FS_IOC_SETFLAGS, &flags);
+        }
+        close(fd);
+    }
+    return unlink(p);
 }
 static int op_stat(int i) { char p[512]; struct stat st; path(p, i); return stat(p, &st); }
 
@@ -96,7 +112,7 @@ int main(int argc, char **argv) {
     if (!strcmp(w, "write") || !strcmp(w, "read") || !strcmp(w, "delete")) {
         for (int i = 0; i < n_vars; i++) {
             double s = now();
-            int rc = w[0] == 'w' ? op_write(i, O_CREAT) : w[0] == 'r' ? op_read(i) : (({ char p[512]; path(p, i); unlink(p); }));
+            int rc = w[0] == 'w' ? op_write(i, O_CREAT) : w[0] == 'r' ? op_read(i) : op_delete(i);
             lat[n++] = now() - s;
             if (rc) errors++;
         }

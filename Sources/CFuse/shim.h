@@ -17,6 +17,9 @@
 // Swift cannot reach C bitfields or function-like macros reliably; these
 // helpers give it the few it needs.
 static inline void cfuse_fi_set_direct_io(struct fuse_file_info *fi) { fi->direct_io = 1; fi->keep_cache = 0; }
+// FOPEN_NOFLUSH: the filesystem has no flush; the kernel need not send FLUSH at close(2)
+// (without it, the first close of the mount still sends one and learns ENOSYS).
+static inline void cfuse_fi_set_noflush(struct fuse_file_info *fi) { fi->noflush = 1; }
 static inline int cfuse_fi_flags(const struct fuse_file_info *fi) { return fi->flags; }
 static inline uint64_t cfuse_fi_fh(const struct fuse_file_info *fi) { return fi->fh; }
 static inline void cfuse_fi_set_fh(struct fuse_file_info *fi, uint64_t fh) { fi->fh = fh; }

@@ -28,6 +28,40 @@
 
 static int stop_pipe[2] = { -1, -1 };
 
+// Requests read from /dev/fuse, by opcode (slot 0: opcodes past the table), counted from the
+// fuse_in_header of each request a worker reads: what the kernel asked, before libfuse
+// answers anything (an ENOSYS for an operation the filesystem lacks is counted too).
+static uint64_t request_counts[CFUSE_OPCODE_SLOTS];
+
+static const char *const opcode_names[CFUSE_OPCODE_SLOTS] = {
+    [0] = "OTHER", [1] = "LOOKUP", [2] = "FORGET", [3] = "GETATTR", [4] = "SETATTR", [5] = "READLINK",
+    [6] = "SYMLINK", [8] = "MKNOD", [9] = "MKDIR", [10] = "UNLINK", [11] = "RMDIR", [12] = "RENAME",
+    [13] = "LINK", [14] = "OPEN", [15] = "READ", [16] = "WRITE", [17] = "STATFS", [18] = "RELEASE",
+    [20] = "FSYNC", [21] = "SETXATTR", [22] = "GETXATTR", [23] = "LISTXATTR", [24] = "REMOVEXATTR",
+    [25] = "FLUSH", [26] = "INIT", [27] = "OPENDIR", [28] = "READDIR", [29] = "RELEASEDIR",
+    [30] = "FSYNCDIR", [31] = "GETLK", [32] = "SETLK", [33] = "SETLKW", [34] = "ACCESS", [35] = "CREATE",
+    [36] = "INTERRUPT", [37] = "BMAP", [38] = "DESTROY", [39] = "IOCTL", [40] = "POLL",
+    [41] = "NOTIFY_REPLY", [42] = "BATCH_FORGET", [43] = "FALLOCATE", [44] = "READDIRPLUS",
+    [45] = "RENAME2", [46] = "LSEEK", [47] = "COPY_FILE_RANGE", [48] = "SETUPMAPPING",
+    [49] = "REMOVEMAPPING", [50] = "SYNCFS", [51] = "TMPFILE",
+};
+
+uint64_t cfuse_request_count(unsigned opcode) {
+    return opcode < CFUSE_OPCODE_SLOTS ? __atomic_load_n(&request_counts[opcode], __ATOMIC_RELAXED) : 0;
+}
+
+const char *cfuse_opcode_name(unsigned opcode) {
+    return opcode < CFUSE_OPCODE_SLOTS ? opcode_names[opcode] : NULL;
+}
+
+// The opcode is the second u32 of struct fuse_in_header (len, opcode, unique, ...).
+static void count_request(const struct fuse_buf *buf, int size) {
+    if ((buf->flags & FUSE_BUF_IS_FD) || buf->mem == NULL || size < 8) return;
+    uint32_t opcode;
+    memcpy(&opcode, (const char *)buf->mem + 4, sizeof opcode);
+    __atomic_fetch_add(&request_counts[opcode < CFUSE_OPCODE_SLOTS ? opcode : 0], 1, __ATOMIC_RELAXED);
+}
+
 static void on_stop_signal(int sig) {
     (void)sig;
     int saved = errno;
@@ -74,6 +108,7 @@ static void *worker_main(void *arg) {
         int res = fuse_session_receive_buf(w->se, &buf);
         if (res == -EINTR || res == -EAGAIN) continue;
         if (res <= 0) break;
+        count_request(&buf, res);
         fuse_session_process_buf(w->se, &buf);
     }
     free(buf.mem);

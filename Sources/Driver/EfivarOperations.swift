@@ -22,11 +22,37 @@ extension SvsmVariableDriver {
         }
 
         /// `tee_get_variable`: the data size asked for is trimmed to what fits the payload.
+        /// With the driver cache, a miss asks for at least `cacheFetchSize` bytes (a size
+        /// query becomes a fetch), so that the answer — the data, or NOT_FOUND — can be kept;
+        /// the caller gets what its own size would have got.
         public func getVariable(_ key: VariableKey, capacity: Int) throws(SvsmCallError) -> GetVariableResult {
             let nameSize = key.nameSize
             let room = driver.maxPayloadSize - AccessVariablePayload.nameOffset - nameSize
             guard room >= 0 else { return .error(.invalidParameter) }
             let asked = min(capacity, room)
+            guard let cache = driver.cache, !key.name.isEmpty else { return try fetchVariable(key, asked: asked) }
+            func answer(_ attrs: VariableAttributes, _ data: [UInt8]) -> GetVariableResult {
+                data.count <= asked ? .found(attributes: attrs, data: data) : .bufferTooSmall(attributes: attrs, size: data.count)
+            }
+            switch cache.variable(key) {
+            case .hit(.present(let attrs, let data)): return answer(attrs, data)
+            case .hit(.absent): return .error(.notFound)
+            case .miss(let token):
+                let r = try fetchVariable(key, asked: max(asked, min(room, SvsmVariableDriver.cacheFetchSize)))
+                switch r {
+                case .found(let attrs, let data):
+                    cache.fillVariable(key, .present(attrs, data), token)
+                    return answer(attrs, data)
+                case .error(.notFound):
+                    cache.fillVariable(key, .absent, token)
+                    return r
+                default:
+                    return r
+                }
+            }
+        }
+
+        func fetchVariable(_ key: VariableKey, asked: Int) throws(SvsmCallError) -> GetVariableResult {
             let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: 0, dataSize: asked)
             let (status, reply) = try call(.getVariable, payload)
             guard status == .success || status == .bufferTooSmall else { return .error(status) }
@@ -62,6 +88,19 @@ extension SvsmVariableDriver {
                 return .error(.invalidParameter)
             }
             let out = min(nameBufferSize, driver.maxPayloadSize - GetNextVariableNamePayload.nameOffset)
+            guard let cache = driver.cache else { return try fetchNextVariable(after: key, out: out) }
+            switch cache.nextName(after: key) {
+            case .hit(.next(let next)): return next.nameSize > out ? .bufferTooSmall(needed: next.nameSize) : .next(next)
+            case .hit(.end): return .error(.notFound)
+            case .hit(.unknownPrevious): return .error(.invalidParameter)
+            case .miss(let token):
+                let r = try fetchNextVariable(after: key, out: out)
+                cache.recordWalkStep(after: key, r, token)
+                return r
+            }
+        }
+
+        func fetchNextVariable(after key: VariableKey, out: Int) throws(SvsmCallError) -> GetNextVariableNameResult {
             let payload = GetNextVariableNamePayload.encode(guid: key.guid, name: key.name, nameBufferSize: out)
             let (status, reply) = try call(.getNextVariableName, payload)
             guard reply.count >= GetNextVariableNamePayload.nameOffset else { return .error(.deviceError) }
@@ -82,6 +121,17 @@ extension SvsmVariableDriver {
         /// service has no VAR_CHECK properties (probed once at load).
         public func getProperty(_ key: VariableKey) throws(SvsmCallError) -> Result<VariableProperty, EfiStatusError>? {
             guard driver.hasVarCheckProperties else { return nil }
+            guard let cache = driver.cache else { return try fetchProperty(key) }
+            switch cache.property(key) {
+            case .hit(let p): return .success(p)
+            case .miss(let token):
+                let r = try fetchProperty(key)
+                if case .success(let p)? = r { cache.fillProperty(key, p, token) }
+                return r
+            }
+        }
+
+        func fetchProperty(_ key: VariableKey) throws(SvsmCallError) -> Result<VariableProperty, EfiStatusError>? {
             let payload = VarCheckPropertyPayload.encode(guid: key.guid, name: key.name, property: VariableProperty(revision: 0, minSize: 0, maxSize: 0))
             guard payload.count <= driver.maxPayloadSize else { return .failure(.invalidParameter) }
             let (status, reply) = try call(.varCheckVariablePropertyGet, payload)
@@ -104,11 +154,26 @@ extension SvsmVariableDriver {
             }
             let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: attributes,
                                                        dataSize: data.count, data: data)
+            // The cache steps aside for the SET and is emptied on both sides of it: the store
+            // may change more than this name (SetupMode after PK, certdb, ...).
+            driver.cache?.beginWrite()
+            defer { driver.cache?.endWrite() }
             return try call(.setVariable, payload).0
         }
 
         /// `tee_query_variable_info`.
         public func queryVariableInfo(attributes: UInt32) throws(SvsmCallError) -> Result<VariableStorageInfo, EfiStatusError> {
+            guard let cache = driver.cache else { return try fetchVariableInfo(attributes: attributes) }
+            switch cache.storageInfo(attributes) {
+            case .hit(let info): return .success(info)
+            case .miss(let token):
+                let r = try fetchVariableInfo(attributes: attributes)
+                if case .success(let info) = r { cache.fillStorageInfo(attributes, info, token) }
+                return r
+            }
+        }
+
+        func fetchVariableInfo(attributes: UInt32) throws(SvsmCallError) -> Result<VariableStorageInfo, EfiStatusError> {
             let (status, reply) = try call(.queryVariableInfo, QueryVariableInfoPayload.encode(attributes: attributes))
             guard status == .success else { return .failure(EfiStatusError(status.isError ? status : .deviceError)) }
             guard reply.count >= QueryVariableInfoPayload.size else { return .failure(.deviceError) }

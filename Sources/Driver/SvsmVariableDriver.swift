@@ -48,6 +48,8 @@ public final class SvsmVariableDriver: Sendable {
     /// once. Without it the driver cannot learn READ_ONLY properties and skips the check;
     /// the service still refuses a write to a read-only variable itself.
     public let hasVarCheckProperties: Bool
+    /// The runtime variable cache (`--driver-cache`), if this driver keeps one.
+    public let cache: DriverVariableCache?
 
     /// Probe as Linux would: QUERY_PROTOCOL(4, 1), then GET_PAYLOAD_SIZE, then allocate
     /// the per-CPU buffers, then ask once whether VAR_CHECK properties are served.
@@ -98,17 +100,19 @@ public final class SvsmVariableDriver: Sendable {
             hasVarCheck = s == .success || s == .notFound
         } catch { throw .callFailed(error) }
         self.hasVarCheckProperties = hasVarCheck
+        self.cache = nil
     }
 
     /// Reuses a probed driver's buffers with another transport (the runtime one, with
-    /// fault injection and tracing).
-    public init(reusing other: SvsmVariableDriver, transport: SvsmCallTransport) {
+    /// fault injection and tracing), with a runtime variable cache or without.
+    public init(reusing other: SvsmVariableDriver, transport: SvsmCallTransport, cache: DriverVariableCache? = nil) {
         self.vcpus = other.vcpus
         self.transport = transport
         self.maxPayloadSize = other.maxPayloadSize
         self.bufferSize = other.bufferSize
         self.buffers = other.buffers
         self.hasVarCheckProperties = other.hasVarCheckProperties
+        self.cache = cache
     }
 
     /// Runs `body` holding one vCPU: every SVSM call it makes goes through that vCPU's CAA.

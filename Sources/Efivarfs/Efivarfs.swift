@@ -1,6 +1,7 @@
 import Driver
 import EfiTypes
 import Foundation
+import Guest
 import MmWire
 
 /// efivarfs semantics, independent of FUSE: the directory of `<Name>-<GUID>` files, with
@@ -65,6 +66,18 @@ public final class Efivarfs: @unchecked Sendable {
     /// How the mount-time listing ended (a name longer than the buffer ends it early, as in
     /// the kernel).
     public private(set) var populated: VariableEnumeration.End = .complete
+    private let operationCounts = Locked([String: Int]())
+
+    /// How many operations of each kind that reach the variable layer (`read`, `write`,
+    /// `unlink`, `statfs`, `enumerate`) this filesystem has run, whether they made SVSM
+    /// calls or not (a driver-cache hit makes none).
+    public var operations: [String: Int] { operationCounts.withLock { $0 } }
+
+    /// Runs one efivarfs operation: counted, and every SVSM call in it tagged with `kind`.
+    func operation<R, E: Error>(_ kind: String, _ body: () throws(E) -> R) throws(E) -> R {
+        operationCounts.withLock { $0[kind, default: 0] += 1 }
+        return try SvsmOperation.run(kind, body)
+    }
 
     /// `efivar_lock()` … `efivar_unlock()`, or nothing when the experiment turns it off.
     func underEfivarsLock<R, E: Error>(_ body: () throws(E) -> R) throws(E) -> R {
@@ -88,14 +101,14 @@ public final class Efivarfs: @unchecked Sendable {
     /// on a duplicate, on BUFFER_TOO_SMALL or another error (the kernel warns and mounts
     /// what it has); fail on UNSUPPORTED.
     public func populate() throws(PopulateError) {
-        let (listing, sizes) = driver.onCpu { cpu -> (VariableEnumeration, [Int]) in
+        let (listing, sizes) = operation("enumerate") { driver.onCpu { cpu -> (VariableEnumeration, [Int]) in
             let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: false)
             let sizes = listing.keys.map { key -> Int in
                 if case .bufferTooSmall(_, let s)? = try? cpu.getVariable(key, capacity: 0) { return s }
                 return 0
             }
             return (listing, sizes)
-        }
+        } }
         if listing.end == .unsupported { throw .unsupported }
         populated = listing.end
         table.withLock { t in

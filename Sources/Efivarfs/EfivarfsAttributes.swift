@@ -137,7 +137,7 @@ extension Efivarfs {
     /// `efivarfs_statfs`: QueryVariableInfo(NV|BS|RT); never fails.
     public func statfs() -> StatFs {
         var s = StatFs()
-        let answer = try? driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.queryVariableInfo(attributes: VariableAttributes.nvBsRt.rawValue) }
+        let answer = operation("statfs") { try? driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.queryVariableInfo(attributes: VariableAttributes.nvBsRt.rawValue) } }
         if case .success(let info)? = answer {
             s.blocks = info.maximumVariableStorageSize
             s.blocksFree = info.remainingVariableStorageSize

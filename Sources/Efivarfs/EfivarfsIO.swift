@@ -11,7 +11,7 @@ extension Efivarfs {
         let uid = handle.flatMap(opener) ?? caller.uid
         if uid != 0 { rateLimiter.wait(uid: uid) }
         let r: GetVariableResult
-        do { r = try driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.readVariable(n.key) } } catch {
+        do { r = try operation("read") { () throws(SvsmCallError) in try driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.readVariable(n.key) } } } catch {
             throw .ioError  // the SVSM call failed: EFI_DEVICE_ERROR in Linux
         }
         switch r {
@@ -40,7 +40,7 @@ extension Efivarfs {
         let n = try node(ino)
         let data = Array(buffer[4...])
         guard EfivarfsValidation.validate(n.key, data: data) else { throw .invalidArgument }
-        let newSize: Int? = try underEfivarsLock { () throws(Errno) -> Int? in
+        let newSize: Int? = try operation("write") { () throws(Errno) -> Int? in try underEfivarsLock { () throws(Errno) -> Int? in
             do {
                 return try driver.onCpu { (cpu) throws(SvsmCallError) -> Result<Int?, Errno> in
                     if !data.isEmpty {
@@ -58,7 +58,7 @@ extension Efivarfs {
                     }
                 }.get()
             } catch let e as Errno { throw e } catch { throw .ioError }
-        }
+        } }
         table.withLock { _ in
             if let size = newSize {
                 n.size = Int64(size + 4)
@@ -101,9 +101,9 @@ extension Efivarfs {
             if n.immutable { throw .notPermitted }
             return n
         }
-        let status = underEfivarsLock { () -> EfiStatus in
+        let status = operation("unlink") { underEfivarsLock { () -> EfiStatus in
             (try? driver.onCpu { (cpu) throws(SvsmCallError) in try cpu.setVariable(n.key, attributes: 0, data: []) }) ?? .deviceError
-        }
+        } }
         guard status == .success || status == .notFound else { throw .invalidArgument }
         table.withLock { t in
             if t.byName[k] === n { t.byName[k] = nil }

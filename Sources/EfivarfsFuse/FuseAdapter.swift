@@ -15,6 +15,13 @@ final class FuseAdapter: @unchecked Sendable {
     let fs: Efivarfs
     /// Largest single write: must hold the largest variable plus the 4 attribute bytes.
     static let maxWrite: UInt32 = 128 * 1024
+    /// How long the kernel may keep the root directory's attributes: they never change
+    /// (efivarfs-bridge reports the mount time and fixed modes for it), so keeping them saves
+    /// the GETATTR of the root that every path walk's permission check would otherwise send
+    /// (default_permissions with a zero timeout). Files keep a zero timeout: their ctime
+    /// changes with the immutable flag, which the kernel does not see change.
+    static let rootAttributeTimeout = 86400.0
+    static func attributeTimeout(_ ino: fuse_ino_t) -> Double { ino == fuse_ino_t(Efivarfs.rootIno) ? rootAttributeTimeout : 0 }
     private let dirLock = NSLock()
     private var dirSnapshots: [UInt64: [([UInt8], UInt64)]] = [:]
     private var nextDirHandle: UInt64 = 1
@@ -96,7 +103,7 @@ final class FuseAdapter: @unchecked Sendable {
         ops.getattr = { req, ino, _ in
             do {
                 var st = FuseAdapter.stat(try FuseAdapter.from(req).fs.getattr(UInt64(ino)))
-                fuse_reply_attr(req, &st, 0)
+                fuse_reply_attr(req, &st, FuseAdapter.attributeTimeout(ino))
             } catch { FuseAdapter.reply(req, error) }
         }
         ops.setattr = { req, ino, attr, toSet, _ in
@@ -113,7 +120,7 @@ final class FuseAdapter: @unchecked Sendable {
             }
             do {
                 var st = FuseAdapter.stat(try FuseAdapter.from(req).fs.setattr(UInt64(ino), c))
-                fuse_reply_attr(req, &st, 0)
+                fuse_reply_attr(req, &st, FuseAdapter.attributeTimeout(ino))
             } catch { FuseAdapter.reply(req, error) }
         }
         ops.mknod = { req, parent, name, mode, _ in
@@ -149,6 +156,7 @@ final class FuseAdapter: @unchecked Sendable {
                                                               caller: FuseAdapter.caller(req))
                 cfuse_fi_set_fh(fi, handle)
                 cfuse_fi_set_direct_io(fi)
+                cfuse_fi_set_noflush(fi)
                 fuse_reply_open(req, fi)
             } catch { FuseAdapter.reply(req, error) }
         }
@@ -159,6 +167,7 @@ final class FuseAdapter: @unchecked Sendable {
                 var e = FuseAdapter.entry(attrs)
                 cfuse_fi_set_fh(fi, handle ?? 0)
                 cfuse_fi_set_direct_io(fi)
+                cfuse_fi_set_noflush(fi)
                 fuse_reply_create(req, &e, fi)
             } catch { FuseAdapter.reply(req, error) }
         }

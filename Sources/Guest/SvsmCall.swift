@@ -45,6 +45,16 @@ public struct SvsmCallRecord: Sendable {
     /// For protocol 4: the MM function and the EFI status in the message.
     public var mmFunction: SmmVariableFunction?
     public var efiStatus: EfiStatus?
+    /// The operation that made the call (`SvsmOperation.current` when it was issued).
+    public var operation: SvsmOperation?
+    /// Bytes that crossed the boundary for an MM request: the message the guest wrote into
+    /// its MM buffer, and the reply it read back (0 for other calls).
+    public var requestBytes = 0
+    public var replyBytes = 0
+    /// The modelled cost of one world switch (VMGEXIT to VMPL0 and back) when the call
+    /// was made, and the modelled time of the call: one world switch per attempt.
+    public var worldSwitchNanoseconds: UInt64 = 0
+    public var modelledNanoseconds: UInt64 { worldSwitchNanoseconds &* UInt64(attempts) }
 
     public var resultName: String {
         if let e = error {
@@ -74,6 +84,12 @@ public struct SvsmCallTransport: Sendable {
     /// Bound on INCOMPLETE/BUSY retries; Linux loops without bound.
     public var maxRetries: Int
     public var observer: (any SvsmCallObserver)?
+    /// The modelled cost of one world switch (guest VMGEXIT → hypervisor → VMPL0 and back),
+    /// charged to every attempt of every call as simulated time in the call record
+    /// (`modelledNanoseconds`); with `spendsWorldSwitch` the calling thread also spins for
+    /// it, so that wall-clock benchmarks feel it.
+    public var worldSwitchNanoseconds: UInt64 = 0
+    public var spendsWorldSwitch = false
 
     public init(processor: Processor, hypervisor: any VmgexitHandler, maxRetries: Int = 16, observer: (any SvsmCallObserver)? = nil) {
         self.memory = processor.memory; self.processor = processor; self.hypervisor = hypervisor
@@ -87,7 +103,8 @@ public struct SvsmCallTransport: Sendable {
     @discardableResult
     public func perform(_ call: SvsmCallId, rcx: UInt64 = 0, rdx: UInt64 = 0, r8: UInt64 = 0, r9: UInt64 = 0,
                         on vcpu: Vcpu, caa: GuestPhysicalAddress,
-                        mm: (exchange: MmExchange, buffer: GuestPhysicalAddress)? = nil) throws(SvsmCallError) -> SvsmRegisters {
+                        mm: (exchange: MmExchange, buffer: GuestPhysicalAddress)? = nil,
+                        transferred: (request: Int, reply: Int) = (0, 0)) throws(SvsmCallError) -> SvsmRegisters {
         let input = SvsmRegisters(rax: call.rax, rcx: rcx, rdx: rdx, r8: r8, r9: r9)
         let start = DispatchTime.now().uptimeNanoseconds
         var attempts = 0
@@ -112,10 +129,20 @@ public struct SvsmCallTransport: Sendable {
             failure = .failed(result)
             break
         }
+        if spendsWorldSwitch && worldSwitchNanoseconds > 0 {
+            // Busy-wait on top of the model's own work, as a vCPU in a world switch runs
+            // nothing else.
+            let until = DispatchTime.now().uptimeNanoseconds &+ worldSwitchNanoseconds &* UInt64(attempts)
+            while DispatchTime.now().uptimeNanoseconds < until {}
+        }
         if let o = observer {
             var record = SvsmCallRecord(startNanoseconds: start, durationNanoseconds: DispatchTime.now().uptimeNanoseconds - start,
                                         apicId: vcpu.apicId, caa: caa, call: call, input: input, output: output,
                                         attempts: attempts, callPendingAtResume: pending, error: failure)
+            record.operation = SvsmOperation.current
+            record.worldSwitchNanoseconds = worldSwitchNanoseconds
+            record.requestBytes = transferred.request
+            record.replyBytes = failure == nil ? transferred.reply : 0
             if let mm {
                 record.mmFunction = mm.exchange.function
                 // The guest reads its own buffer's ReturnStatus, as the caller will.
@@ -174,7 +201,7 @@ public struct SvsmMmChannel: MmBufferChannel {
         guard bytes.count <= bufferSize else { throw .bufferNotInGuestMemory(GuestRegion(start: buffer, length: UInt64(bytes.count))) }
         do { try memory.write(buffer, bytes) } catch { throw .bufferNotInGuestMemory(GuestRegion(start: buffer, length: UInt64(bytes.count))) }
         try transport.perform(.uefiMmRequest, rcx: buffer.rawValue, rdx: UInt64(bufferSize), on: vcpu, caa: caa,
-                              mm: (exchange, buffer))
+                              mm: (exchange, buffer), transferred: (bytes.count, replyLength))
         let body = buffer.advanced(by: UInt64(MmCommunicateHeader.size))
         do { return try memory.read(body, count: replyLength) } catch {
             throw .bufferNotInGuestMemory(GuestRegion(start: body, length: UInt64(replyLength)))

@@ -52,7 +52,23 @@ public final class Machine: Sendable {
         public var store: StoreChoice = .memory
         /// Written into the store's lock: how to reach this server.
         public var lockNote = ""
+        /// The modelled cost of one world switch, charged to every SVSM call as simulated
+        /// time (`--world-switch`); with `spendWorldSwitch` also spent, spinning.
+        public var worldSwitchNanoseconds: UInt64 = 0
+        public var spendWorldSwitch = false
+        /// The driver's runtime variable cache (`--driver-cache`).
+        public var driverCache: DriverCacheMode = .off
         public init() {}
+    }
+
+    /// Whether the driver keeps a runtime variable cache, and how it stays coherent.
+    public enum DriverCacheMode: Sendable, Equatable {
+        case off
+        /// Emptied by every SetVariable through the driver (the design).
+        case invalidateOnWrite
+        /// Also emptied whenever the SVSM's store generation moved: the design proposal of
+        /// a generation the SVSM publishes in a guest page, modelled as a direct read.
+        case sharedGeneration
     }
 
     public enum BootError: Error, CustomStringConvertible {
@@ -120,21 +136,24 @@ public final class Machine: Sendable {
         note("SVSM launch: boot vCPU 0, VMSA \(bootVmsa), CAA \(Machine.firmwareCaa) (secrets page SVSM_CAA)")
 
         // Firmware runs on the boot vCPU with the secrets-page CAA; no fault injection yet.
-        let bootTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries,
+        var bootTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries,
                                               observer: config.observer)
+        bootTransport.worldSwitchNanoseconds = config.worldSwitchNanoseconds
         let bsp = Vcpu(apicId: 0, vmsa: bootVmsa, caa: Machine.firmwareCaa)
         var all = [bsp]
         let firmware = FirmwareModel(allocator: allocator, transport: bootTransport, bsp: bsp)
         let fwBuffer: GuestPhysicalAddress
         do {
-            fwBuffer = try firmware.boot(apCount: config.vcpuCount - 1, defaults: OvmfDefaults.entries, firstBoot: firstBoot, note: note)
+            fwBuffer = try SvsmOperation.run("boot") { () throws -> GuestPhysicalAddress in
+                try firmware.boot(apCount: config.vcpuCount - 1, defaults: OvmfDefaults.entries, firstBoot: firstBoot, note: note)
+            }
         } catch { throw .svsm("firmware: \(error)") }
         self.firmwareMmBuffer = fwBuffer
 
         // The OS takes over.
         let os = OsBootModel(allocator: allocator, transport: bootTransport, bsp: bsp)
         do {
-            let (bootCa, aps) = try os.boot(apCount: config.vcpuCount - 1, note: note)
+            let (bootCa, aps) = try SvsmOperation.run("boot") { () throws in try os.boot(apCount: config.vcpuCount - 1, note: note) }
             self.bootCaPage = bootCa
             all += aps
         } catch { throw .svsm("OS: \(error)") }
@@ -142,13 +161,25 @@ public final class Machine: Sendable {
         // From here on the configured faults and observer apply.
         self.vcpus = VcpuSet(all)
         self.hypervisor = Hypervisor(faults: config.faults.host)
-        self.transport = SvsmCallTransport(processor: processor, hypervisor: hypervisor, maxRetries: config.maxRetries,
-                                           observer: config.observer)
+        var transport = SvsmCallTransport(processor: processor, hypervisor: hypervisor, maxRetries: config.maxRetries,
+                                          observer: config.observer)
+        transport.worldSwitchNanoseconds = config.worldSwitchNanoseconds
+        transport.spendsWorldSwitch = config.spendWorldSwitch
+        self.transport = transport
         do {
             // Probe without faults so that a mount with --fault still comes up.
             let probeTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries)
-            let probed = try SvsmVariableDriver(vcpus: vcpus, transport: probeTransport, allocator: allocator)
-            self.driver = SvsmVariableDriver(reusing: probed, transport: transport)
+            let vcpuSet = vcpus
+            let probed = try SvsmOperation.run("probe") { () throws(SvsmVariableDriver.ProbeError) in
+                try SvsmVariableDriver(vcpus: vcpuSet, transport: probeTransport, allocator: allocator)
+            }
+            let cache: DriverVariableCache?
+            switch config.driverCache {
+            case .off: cache = nil
+            case .invalidateOnWrite: cache = DriverVariableCache()
+            case .sharedGeneration: cache = DriverVariableCache(sharedGeneration: { [service] in service.storeGeneration })
+            }
+            self.driver = SvsmVariableDriver(reusing: probed, transport: transport, cache: cache)
         } catch { throw .probe(error) }
         svsm.injectFaults(config.faults.svsm)
         note("driver probe: QUERY_PROTOCOL(4,1) ok, payload \(driver.maxPayloadSize) bytes, \(vcpus.count) per-CPU MM buffers of \(driver.bufferSize) bytes"

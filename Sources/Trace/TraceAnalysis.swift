@@ -18,8 +18,16 @@ public struct TraceRecord: Sendable, Equatable {
     public var efiStatus: String?
     public var registersIn: [String: String]
     public var registersOut: [String: String]
+    /// The operation that made the call, if the trace names it (`op`, `op_id`).
+    public var operation: String? = nil
+    public var operationId: UInt64? = nil
+    public var requestBytes = 0
+    public var replyBytes = 0
+    /// The world-switch cost the trace was written with (`ws_ns`; 0 when not modelled).
+    public var worldSwitchNanoseconds: UInt64 = 0
 
     public var failed: Bool { result != "SVSM_SUCCESS" }
+    public var isMmRequest: Bool { call == "SVSM_UEFI_MM_REQUEST" }
 }
 
 public enum TraceFileError: Error, CustomStringConvertible {
@@ -47,12 +55,18 @@ public enum TraceAnalysis {
             }
             let t: NSNumber = try need("t_ns", NSNumber.self)
             let d: NSNumber = try need("dur_ns", NSNumber.self)
-            out.append(TraceRecord(startNanoseconds: t.uint64Value, durationNanoseconds: d.uint64Value,
-                                   vcpu: try need("vcpu", Int.self), caa: try need("caa", String.self),
-                                   call: try need("call", String.self), result: try need("result", String.self),
-                                   attempts: try need("attempts", Int.self),
-                                   mmFunction: obj["mm_function"] as? String, efiStatus: obj["efi_status"] as? String,
-                                   registersIn: try need("in", [String: String].self), registersOut: try need("out", [String: String].self)))
+            var r = TraceRecord(startNanoseconds: t.uint64Value, durationNanoseconds: d.uint64Value,
+                                vcpu: try need("vcpu", Int.self), caa: try need("caa", String.self),
+                                call: try need("call", String.self), result: try need("result", String.self),
+                                attempts: try need("attempts", Int.self),
+                                mmFunction: obj["mm_function"] as? String, efiStatus: obj["efi_status"] as? String,
+                                registersIn: try need("in", [String: String].self), registersOut: try need("out", [String: String].self))
+            r.operation = obj["op"] as? String
+            r.operationId = (obj["op_id"] as? NSNumber)?.uint64Value
+            r.requestBytes = (obj["req_bytes"] as? NSNumber)?.intValue ?? 0
+            r.replyBytes = (obj["reply_bytes"] as? NSNumber)?.intValue ?? 0
+            r.worldSwitchNanoseconds = (obj["ws_ns"] as? NSNumber)?.uint64Value ?? 0
+            out.append(r)
         }
         return out
     }
@@ -90,9 +104,70 @@ public enum TraceAnalysis {
          rows(records, key: { "vCPU \($0.vcpu)" }, error: { $0.failed }))
     }
 
-    public static func render(_ records: [TraceRecord]) -> String {
+    /// What each kind of operation cost: operations (distinct `op_id`), SVSM calls, MM round
+    /// trips, world switches (attempts) and bytes across the boundary.
+    public struct OperationRow: Sendable, Equatable {
+        public var operation: String
+        public var operations = 0
+        public var calls = 0
+        public var mmRoundTrips = 0
+        public var worldSwitches = 0
+        public var requestBytes = 0
+        public var replyBytes = 0
+        /// Modelled time at `costNanoseconds` per world switch.
+        public func modelledNanoseconds(costNanoseconds: UInt64) -> UInt64 { UInt64(worldSwitches) * costNanoseconds }
+    }
+
+    public static func operations(_ records: [TraceRecord]) -> [OperationRow] {
+        var rows: [String: OperationRow] = [:]
+        var ids: [String: Set<UInt64>] = [:]
+        for r in records {
+            let k = r.operation ?? "untagged"
+            var row = rows[k] ?? OperationRow(operation: k)
+            row.calls += 1
+            if r.isMmRequest { row.mmRoundTrips += 1 }
+            row.worldSwitches += r.attempts
+            row.requestBytes += r.requestBytes
+            row.replyBytes += r.replyBytes
+            rows[k] = row
+            if let id = r.operationId { ids[k, default: []].insert(id) }
+        }
+        for (k, set) in ids { rows[k]!.operations = set.count }
+        return rows.values.sorted { $0.calls != $1.calls ? $0.calls > $1.calls : $0.operation < $1.operation }
+    }
+
+    /// The per-operation table: per operation kind, count, calls and round trips (total and
+    /// per operation), bytes per operation, and modelled time per operation at each cost.
+    public static func renderOperations(_ records: [TraceRecord], costs: [UInt64]) -> String {
+        func pad(_ s: String, _ w: Int, left: Bool = false) -> String {
+            let fill = String(repeating: " ", count: Swift.max(0, w - s.count))
+            return left ? s + fill : fill + s
+        }
+        func per(_ n: Int, _ ops: Int) -> String { ops == 0 ? "-" : String(format: "%.2f", Double(n) / Double(ops)) }
+        var out = "per operation (modelled time per operation at each world-switch cost)\n"
+        out += "  " + pad("operation", 12, left: true) + pad("ops", 7) + pad("calls", 8) + pad("calls/op", 10) + pad("MM/op", 8)
+            + pad("bytes/op", 10) + costs.map { pad("@\($0)ns µs/op", 16) }.joined() + "\n"
+        for row in operations(records) {
+            let bytes = row.requestBytes + row.replyBytes
+            out += "  " + pad(row.operation, 12, left: true) + pad("\(row.operations)", 7) + pad("\(row.calls)", 8)
+                + pad(per(row.calls, row.operations), 10) + pad(per(row.mmRoundTrips, row.operations), 8) + pad(per(bytes, row.operations), 10)
+                + costs.map { c in
+                    pad(row.operations == 0 ? "-" : String(format: "%.2f", Double(row.modelledNanoseconds(costNanoseconds: c)) / Double(row.operations) / 1000), 16)
+                }.joined() + "\n"
+        }
+        return out
+    }
+
+    public static func render(_ records: [TraceRecord], costs: [UInt64] = []) -> String {
         let s = summarize(records)
         var out = "\(records.count) SVSM calls, \(records.filter(\.failed).count) failed\n"
+        let recorded = Set(records.map(\.worldSwitchNanoseconds)).filter { $0 > 0 }.sorted()
+        let modelled = costs.isEmpty ? recorded : costs
+        if !modelled.isEmpty || records.contains(where: { $0.operation != nil }) {
+            let total = records.reduce(0) { $0 + $1.attempts }
+            out += "world switches: \(total)" + modelled.map { String(format: "; %.3f ms at %d ns each", Double(total * Int($0)) / 1e6, Int($0)) }.joined() + "\n\n"
+            out += renderOperations(records, costs: modelled)
+        }
         func pad(_ s: String, _ w: Int, left: Bool = false) -> String {
             let fill = String(repeating: " ", count: Swift.max(0, w - s.count))
             return left ? s + fill : fill + s

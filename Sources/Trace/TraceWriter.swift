@@ -9,7 +9,11 @@ import SvsmAbi
 /// Fields: `t_ns` (start, monotonic ns), `dur_ns`, `vcpu` (APIC ID), `caa` (GPA, hex),
 /// `call` (name), `protocol`, `call_id`, `in` and `out` (`rax`, `rcx`, `rdx`, `r8` as hex
 /// strings), `result` (SVSM result name, or NOT_EXECUTED / BAD_GHCB_RESPONSE),
-/// `attempts`, and for protocol 4 `mm_function` and `efi_status` (names).
+/// `attempts`, and for protocol 4 `mm_function` and `efi_status` (names). When known:
+/// `op` and `op_id` (the efivarfs or command operation that made the call), `req_bytes`
+/// and `reply_bytes` (MM message bytes written to and read back from the MM buffer),
+/// `ws_ns` (the modelled world-switch cost, `--world-switch`) and `model_ns` (the call's
+/// modelled time: one world switch per attempt).
 public final class TraceWriter: SvsmCallObserver {
     private let handle: FileHandle
     private let buffer = Locked([UInt8]())
@@ -38,6 +42,9 @@ public final class TraceWriter: SvsmCallObserver {
         s += "\"in\":\(regs(r.input)),\"out\":\(regs(r.output)),\"result\":\"\(r.resultName)\",\"attempts\":\(r.attempts)"
         if let f = r.mmFunction { s += ",\"mm_function\":\"\(f.name)\"" }
         if let st = r.efiStatus { s += ",\"efi_status\":\"\(st.name)\"" }
+        if let op = r.operation { s += ",\"op\":\"\(op.kind)\",\"op_id\":\(op.id)" }
+        if r.requestBytes > 0 || r.replyBytes > 0 { s += ",\"req_bytes\":\(r.requestBytes),\"reply_bytes\":\(r.replyBytes)" }
+        if r.worldSwitchNanoseconds > 0 { s += ",\"ws_ns\":\(r.worldSwitchNanoseconds),\"model_ns\":\(r.modelledNanoseconds)" }
         return s + "}\n"
     }
 
@@ -69,9 +76,39 @@ public struct ObserverFanOut: SvsmCallObserver {
     public func svsmCallCompleted(_ record: SvsmCallRecord) { for o in observers { o.svsmCallCompleted(record) } }
 }
 
+/// What the SVSM calls made for one kind of operation added up to.
+public struct OperationCost: Sendable, Equatable {
+    /// Distinct operations that made at least one call.
+    public var operationsWithCalls = 0
+    public var calls = 0
+    /// Protocol-4 requests (SVSM_UEFI_MM_REQUEST): one MM round trip each.
+    public var mmRoundTrips = 0
+    /// World switches: the calls' attempts (a BUSY or INCOMPLETE answer costs another).
+    public var worldSwitches = 0
+    public var requestBytes = 0
+    public var replyBytes = 0
+    /// Simulated time at the configured world-switch cost.
+    public var modelledNanoseconds: UInt64 = 0
+    public init() {}
+
+    public mutating func add(_ r: SvsmCallRecord) {
+        calls += 1
+        if r.call == .uefiMmRequest { mmRoundTrips += 1 }
+        worldSwitches += r.attempts
+        requestBytes += r.requestBytes
+        replyBytes += r.replyBytes
+        modelledNanoseconds &+= r.modelledNanoseconds
+    }
+}
+
 /// Counters of SVSM calls: totals and failures per call and per MM function.
 public final class CallStatistics: SvsmCallObserver {
     public struct Snapshot: Sendable, Equatable {
+        /// By operation kind (`read`, `write`, ... ; calls made outside any operation under
+        /// "untagged").
+        public var perOperation: [String: OperationCost] = [:]
+        /// The operation ids seen last per kind, to count operations that made calls.
+        var lastOperationId: [String: UInt64] = [:]
         public var calls = 0
         public var failedCalls = 0
         public var perCall: [String: Int] = [:]
@@ -92,6 +129,15 @@ public final class CallStatistics: SvsmCallObserver {
             if let f = r.mmFunction { s.perMmFunction[f.name, default: 0] += 1 }
             if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st.name, default: 0] += 1 }
             s.vcpusUsed.insert(r.apicId)
+            let kind = r.operation?.kind ?? "untagged"
+            s.perOperation[kind, default: OperationCost()].add(r)
+            // Calls of one operation come from one thread in order; operations of one kind
+            // may interleave, so this counts an operation again when another of its kind
+            // came in between (exact for one client; the efivarfs counters are exact).
+            if let id = r.operation?.id, s.lastOperationId[kind] != id {
+                s.lastOperationId[kind] = id
+                s.perOperation[kind]!.operationsWithCalls += 1
+            }
         }
     }
     public var snapshot: Snapshot { state.withLock { $0 } }

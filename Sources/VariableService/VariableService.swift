@@ -24,6 +24,24 @@ public final class VariableService: MmService {
         /// Staged requests not yet known durable, oldest first, with what each changed:
         /// what is undone if the journal loses them.
         var unsynced: [(ticket: JournalTicket, changes: StoreTransaction)] = []
+        /// Bumped by every request that may have changed what a reader sees, and by every
+        /// undo: the driver cache's shared-generation design proposal reads it.
+        var changeGeneration: UInt64 = 0
+    }
+
+    /// The store's change counter: moves whenever a request other than a pure read (GET,
+    /// GET_NEXT, QUERY_VARIABLE_INFO, property get, payload size) was handled or a lost
+    /// change was undone. A model-private side channel, not part of any MM message: it
+    /// stands for the guest page a real SVSM would publish it in (BENCHMARKS.md, "The
+    /// driver cache").
+    public var storeGeneration: UInt64 { state.withLock { $0.changeGeneration } }
+
+    static func isPureRead(_ headerGuid: EfiGuid, _ message: [UInt8]) -> Bool {
+        guard headerGuid == .smmVariableProtocol, message.count >= SmmVariableHeader.size else { return false }
+        switch SmmVariableFunction(rawValue: message.loadLE(UInt64.self, at: SmmVariableHeader.functionOffset)) {
+        case .getVariable, .getNextVariableName, .queryVariableInfo, .getPayloadSize, .varCheckVariablePropertyGet: return true
+        default: return false
+        }
     }
 
     public init(store: VariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
@@ -52,6 +70,7 @@ public final class VariableService: MmService {
                 if let lost = journal.discardUnsynced() {
                     for entry in s.unsynced.reversed() where lost.contains(entry.ticket) { s.store.undo(entry.changes) }
                     s.unsynced.removeAll { lost.contains($0.ticket) }
+                    s.changeGeneration &+= 1
                 }
             }
             // A reader that saw lost changes asks again; a writer whose changes were lost
@@ -75,6 +94,7 @@ public final class VariableService: MmService {
         s.store.beginTransaction()
         let reply = dispatch(headerGuid, message, &s.store)
         let transaction = s.store.endTransaction()
+        if !transaction.isEmpty || !VariableService.isPureRead(headerGuid, message) { s.changeGeneration &+= 1 }
         guard let journal else { return Outcome(reply: reply) }
         let changes = s.store.nonVolatileChanges(transaction)
         if changes.isEmpty {

@@ -1,7 +1,19 @@
 #ifndef EFIVARFS_BRIDGE_CFUSE_SERVER_H
 #define EFIVARFS_BRIDGE_CFUSE_SERVER_H
 
+#include <stdint.h>
+
 struct fuse_session;
+
+/// Request counters: one slot per FUSE opcode below this (slot 0 collects the others).
+#define CFUSE_OPCODE_SLOTS 64
+
+/// Requests of this opcode the workers of cfuse_serve have read so far (all sessions of
+/// the process).
+uint64_t cfuse_request_count(unsigned opcode);
+
+/// The opcode's name without the FUSE_ prefix ("LOOKUP"), or NULL for an unused slot.
+const char *cfuse_opcode_name(unsigned opcode);
 
 /// Serves a mounted FUSE session with `threads` workers until a stop is asked for
 /// (SIGINT, SIGTERM, SIGHUP) or the kernel ends the connection (an unmount from outside),

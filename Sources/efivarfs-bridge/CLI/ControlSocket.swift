@@ -99,7 +99,7 @@ enum ControlSocket {
         do {
             let parsed = try EfivarfsBridge.parseAsRoot(argv)
             if let command = parsed as? any DriverCommand {
-                output = command.perform(on: machine)
+                output = SvsmOperation.run("control:" + (type(of: command).configuration.commandName ?? "command")) { command.perform(on: machine) }
             } else {
                 output = .fail("\(argv.first ?? "") cannot run through a live mount", code: 64)
             }
@@ -146,7 +146,7 @@ enum ControlSocket {
 
     /// The JSON document a live mount answers with. Keys are sorted, so equal counts come
     /// out in the same order on every run.
-    static func report(statistics: CallStatistics, vcpus: VcpuSet, service: VariableService) -> String {
+    static func report(statistics: CallStatistics, vcpus: VcpuSet, service: VariableService, extra: String = "") -> String {
         let s = statistics.snapshot
         let g = service.syncStatistics
         let usage = vcpus.usage
@@ -157,6 +157,21 @@ enum ControlSocket {
             + "\"per_efi_status\":\(obj(s.perEfiStatus)),"
             + "\"per_call\":\(obj(s.perCall)),\"per_mm_function\":\(obj(s.perMmFunction)),"
             + "\"vcpus\":{\"count\":\(vcpus.count),\"in_use\":\(usage.inUse),\"peak_in_use\":\(usage.peak),\"used\":\(s.vcpusUsed.count)},"
-            + "\"store\":{\"fdatasyncs\":\(g.syncs),\"writes_acknowledged\":\(g.acknowledged)}}\n"
+            + "\"store\":{\"fdatasyncs\":\(g.syncs),\"writes_acknowledged\":\(g.acknowledged)},"
+            + "\"operations\":" + operations(s.perOperation) + extra + "}\n"
+    }
+
+    /// Per operation kind: what its SVSM calls cost (`operations_with_calls` counts
+    /// operations that made at least one call; the efivarfs counts are in `efivarfs_operations`).
+    static func operations(_ perOperation: [String: OperationCost]) -> String {
+        "{" + perOperation.sorted { $0.key < $1.key }.map { k, c in
+            "\"\(k)\":{\"operations_with_calls\":\(c.operationsWithCalls),\"svsm_calls\":\(c.calls),\"mm_round_trips\":\(c.mmRoundTrips),"
+                + "\"world_switches\":\(c.worldSwitches),\"request_bytes\":\(c.requestBytes),\"reply_bytes\":\(c.replyBytes),"
+                + "\"modelled_ns\":\(c.modelledNanoseconds)}"
+        }.joined(separator: ",") + "}"
+    }
+
+    static func counts<N: BinaryInteger>(_ d: [String: N]) -> String {
+        "{" + d.sorted { $0.key < $1.key }.map { "\"\($0.key)\":\($0.value)" }.joined(separator: ",") + "}"
     }
 }

@@ -90,6 +90,15 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))
     var fromJson: String?
 
+    @Option(name: .customLong("world-switch"), help: ArgumentHelp("Charge every SVSM call this modelled world-switch cost per attempt, as simulated time in traces and stats: nanoseconds (5000, 5us) or a preset: vmrun-floor (1 us), snp-estimate (5 us), slow-host (20 us). BENCHMARKS.md says where each comes from.", valueName: "ns|preset"))
+    var worldSwitch: String?
+
+    @Flag(name: .customLong("world-switch-delay"), help: "Also spend the --world-switch cost: the calling thread spins for it, so that throughput measurements feel it.")
+    var worldSwitchDelay = false
+
+    @Flag(name: .customLong("driver-cache"), help: "Keep a runtime variable cache in the driver: reads and listings answered from memory, emptied by every SetVariable (BENCHMARKS.md, \"The driver cache\").")
+    var driverCache = false
+
     /// `--from-fd` / `--from-json`, else $EFIVARFS_BRIDGE_FROM_FD / $EFIVARFS_BRIDGE_FROM_JSON
     /// (when no other store is named on the command line).
     var liveFd: String? {
@@ -126,6 +135,10 @@ struct MachineOptions: ParsableArguments {
         }
         var plan = FaultPlan()
         for f in faults { do { try plan.add(f) } catch { throw ValidationError(error.description) } }
+        if let w = worldSwitch, WorldSwitchCost.parse(w) == nil {
+            throw ValidationError("--world-switch: '\(w)' is neither nanoseconds (5000, 5us) nor a preset (\(WorldSwitchCost.presets.map(\.name).joined(separator: ", ")))")
+        }
+        if worldSwitchDelay && worldSwitch == nil { throw ValidationError("--world-switch-delay needs --world-switch") }
     }
 
     func configuration(alwaysCreate: Bool = false) -> Machine.Configuration {
@@ -137,6 +150,9 @@ struct MachineOptions: ParsableArguments {
         c.faults = plan
         c.store = storeChoice(alwaysCreate: alwaysCreate)
         c.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
+        c.worldSwitchNanoseconds = worldSwitch.flatMap(WorldSwitchCost.parse) ?? 0
+        c.spendWorldSwitch = worldSwitchDelay
+        c.driverCache = driverCache ? .invalidateOnWrite : .off
         return c
     }
 }

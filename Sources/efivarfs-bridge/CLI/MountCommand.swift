@@ -142,7 +142,16 @@ struct MountCommand: ParsableCommand {
         do {
             let vcpus = machineInstance.vcpus
             try fuse.serve(fs, ready: {
-                ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service) },
+                let worldSwitch = config.worldSwitchNanoseconds
+                ControlSocket.serve(path: control, stats: {
+                    var extra = ",\"world_switch_ns\":\(worldSwitch),\"efivarfs_operations\":" + ControlSocket.counts(fs.operations)
+                        + ",\"fuse_requests\":" + ControlSocket.counts(FuseRequestCounters.snapshot())
+                    if let c = machineInstance.driver.cache?.statistics {
+                        extra += ",\"driver_cache\":{\"hits\":\(c.hits),\"misses\":\(c.misses),\"bypasses\":\(c.bypasses),\"fills\":\(c.fills),"
+                            + "\"dropped_fills\":\(c.droppedFills),\"invalidations\":\(c.invalidations)}"
+                    }
+                    return ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service, extra: extra)
+                },
                                     machine: machineInstance)
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }

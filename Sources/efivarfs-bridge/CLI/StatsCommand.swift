@@ -40,6 +40,28 @@ struct StatsCommand: ParsableCommand {
         if let st = o["store"] as? [String: Any], let syncs = st["fdatasyncs"] as? Int, syncs > 0 {
             print("durable store: \(st["writes_acknowledged"] ?? 0) SetVariables acknowledged by \(syncs) fdatasyncs (group commit)")
         }
+        let ws = (o["world_switch_ns"] as? Int) ?? 0
+        if let ops = o["operations"] as? [String: [String: Int]], !ops.isEmpty {
+            let counted = (o["efivarfs_operations"] as? [String: Int]) ?? [:]
+            print("per operation (ops: efivarfs operations run, or operations that made calls; modelled at \(ws) ns per world switch)")
+            print("  " + "operation".padding(toLength: 16, withPad: " ", startingAt: 0) + ["ops", "calls", "MM trips", "switches", "bytes", "modelled µs"].map { $0.leftPad(12) }.joined())
+            for (k, c) in ops.sorted(by: { $0.key < $1.key }) {
+                let n = counted[k] ?? c["operations_with_calls"] ?? 0
+                let cols = [n, c["svsm_calls"] ?? 0, c["mm_round_trips"] ?? 0, c["world_switches"] ?? 0,
+                            (c["request_bytes"] ?? 0) + (c["reply_bytes"] ?? 0)].map { "\($0)".leftPad(12) }
+                print("  " + k.padding(toLength: 16, withPad: " ", startingAt: 0) + cols.joined()
+                      + String(format: "%.1f", Double(c["modelled_ns"] ?? 0) / 1000).leftPad(12))
+            }
+            for (k, n) in counted.sorted(by: { $0.key < $1.key }) where ops[k] == nil {
+                print("  " + k.padding(toLength: 16, withPad: " ", startingAt: 0) + "\(n)".leftPad(12) + "0".leftPad(12))
+            }
+        }
+        if let c = o["driver_cache"] as? [String: Int] {
+            print("driver cache: \(c["hits"] ?? 0) hits, \(c["misses"] ?? 0) misses, \(c["bypasses"] ?? 0) bypasses (write in flight), \(c["fills"] ?? 0) fills, \(c["dropped_fills"] ?? 0) dropped, \(c["invalidations"] ?? 0) invalidations")
+        }
+        if let f = o["fuse_requests"] as? [String: Int], !f.isEmpty {
+            print("FUSE requests: " + f.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
+        }
         for (title, key) in [("per SVSM call", "per_call"), ("per MM function", "per_mm_function")] {
             print(title)
             for (k, n) in ((o[key] as? [String: Int]) ?? [:]).sorted(by: { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }) {
@@ -48,4 +70,8 @@ struct StatsCommand: ParsableCommand {
         }
         try writeStdout(Array(out.utf8))
     }
+}
+
+extension String {
+    func leftPad(_ width: Int) -> String { String(repeating: " ", count: max(0, width - count)) + self }
 }

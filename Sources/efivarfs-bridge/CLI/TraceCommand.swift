@@ -19,12 +19,30 @@ struct TraceCommand: ParsableCommand {
     struct Summarize: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Counts, errors and latency percentiles per SVSM call, per MM function and per vCPU.",
-            discussion: "Example:\n  efivarfs-bridge trace summarize /tmp/svsm.jsonl")
+            discussion: """
+                Per operation (read, write, unlink, statfs, enumerate, boot, ...): SVSM calls, MM round
+                trips, bytes across the boundary and modelled time, at the --world-switch cost the
+                trace was written with, or at each cost given here.
+
+                Examples:
+                  efivarfs-bridge trace summarize /tmp/svsm.jsonl
+                  efivarfs-bridge trace summarize --world-switch 1us,5us,20us /tmp/svsm.jsonl
+                """)
         @Argument(help: "A trace written by `mount --trace`.") var file: String
+        @Option(name: .customLong("world-switch"), help: ArgumentHelp("Model the calls at these world-switch costs (comma-separated: ns, 5us, or presets).", valueName: "costs"))
+        var worldSwitch: String?
+        func costs() -> [UInt64]? {
+            guard let w = worldSwitch else { return [] }
+            let parsed = w.split(separator: ",").map { WorldSwitchCost.parse(String($0)) }
+            return parsed.contains(where: { $0 == nil }) ? nil : parsed.compactMap { $0 }
+        }
+        func validate() throws {
+            if costs() == nil { throw ValidationError("--world-switch: give nanoseconds (5000, 5us) or presets, separated by commas") }
+        }
         func run() throws {
             let records: [TraceRecord]
             do { records = try TraceAnalysis.read(path: file) } catch { throw cliFail("\(error)") }
-            try writeStdout(Array(TraceAnalysis.render(records).utf8))
+            try writeStdout(Array(TraceAnalysis.render(records, costs: costs() ?? []).utf8))
         }
     }
 

@@ -57,7 +57,7 @@ extension DriverCommand {
         let output: CommandOutput
         do {
             let m = try Machine(machine.configuration())
-            output = perform(on: m)
+            output = SvsmOperation.run("cli:" + (Self.configuration.commandName ?? "command")) { perform(on: m) }
         } catch Machine.BootError.store(.locked(let store, let owner, let control?)) {
             do { output = try ControlSocket.run(path: control, arguments: try argumentsForServer()) } catch let e as ControlSocket.ExchangeError {
                 switch e {
