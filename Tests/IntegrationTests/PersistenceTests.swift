@@ -115,4 +115,11 @@ struct PersistenceTests {
         #expect(r.status == 0, "\(r.out)\n\(r.err)")
         #expect(r.out.contains("20 passed, 0 failed"))
     }
+
+    @Test("crash harness, reads mode: readers beside the writer; no value a reader saw is lost to a SIGKILL (8 rounds)")
+    func crashHarnessReads() {
+        let r = Shell.run("timeout 600 bash '\(Self.harness)' '\(Bridge.binary)' 8 reads")
+        #expect(r.status == 0, "\(r.out)\n\(r.err)")
+        #expect(r.out.contains("8 passed, 0 failed"))
+    }
 }

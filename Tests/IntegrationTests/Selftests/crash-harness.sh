@@ -5,9 +5,13 @@
 # value of a later write that was attempted but not acknowledged (the bridge may die after
 # making a write durable and before answering it), never an older one, and the store must
 # open.
-# Usage: crash-harness.sh <efivarfs-bridge binary> <rounds> [native|fd]
+# Usage: crash-harness.sh <efivarfs-bridge binary> <rounds> [native|fd|reads]
 # "fd" serves a copy of Debian's OVMF_VARS_4M.fd with --from-fd (in-place edk2 writes and
 # reclaims) instead of the native store.
+# "reads" (native store) also runs readers beside the writer and records every value any
+# of them saw; after the SIGKILL and the reopen, each variable must hold the newest value
+# a reader saw or a later attempted one: a read must never show a value a crash can take
+# back (the store answers a read only once every change it could see is durable).
 set -u
 bin=$1
 rounds=${2:-20}
@@ -18,6 +22,8 @@ mnt=$work/mnt
 store=$work/store
 acked=$work/acked          # "<name> <value>" per acknowledged write
 attempts=$work/attempts    # every value about to be written, appended before the write
+seen=$work/seen            # "<name> <value>" per value a reader saw (reads mode)
+readers=2
 mkdir -p "$mnt"
 : > "$acked"
 if [ "$kind" = fd ]; then
@@ -32,6 +38,7 @@ fi
 guid=cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0
 failures=0
 total=0
+totalreads=0
 i=0
 cleanup() { fusermount3 -u -z "$mnt" 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
@@ -39,6 +46,7 @@ trap cleanup EXIT
 for round in $(seq 1 "$rounds"); do
 	: > "$acked"
 	: > "$attempts"
+	: > "$seen"
 	"$bin" mount --foreground "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" &
 	pid=$!
 	for _ in $(seq 1500); do
@@ -64,17 +72,40 @@ for round in $(seq 1 "$rounds"); do
 		if printf "\x07\x00\x00\x00value-$j" > "$mnt/$n-$guid"; then echo "$n $j" >> "$acked"; fi
 	  done ) 2>/dev/null &
 	writer=$!
+	pids=()
+	if [ "$kind" = reads ]; then
+		# Readers: each value is recorded only after the read returned it.
+		for r in $(seq "$readers"); do
+			( k=$r
+			  while :; do
+				k=$((k + 7))
+				n=Crash$((k % names))
+				v=
+				IFS= read -r v < "$mnt/$n-$guid" 2>/dev/null   # no newline: status 1, v is set
+				got=${v#$'\x07'value-}
+				[[ "$v" == $'\x07'value-* && "$got" =~ ^[0-9]+$ ]] && echo "$n $got" >> "$seen"
+			  done ) 2>/dev/null &
+			pids+=($!)
+		done
+	fi
 	sleep "0.$(( (RANDOM % 40) + 5 ))"
 	kill -9 "$pid"
 	# SIGKILL: a test runner may have started us with SIGTERM blocked.
-	kill -9 "$writer" 2>/dev/null; wait "$writer" 2>/dev/null
+	kill -9 "$writer" "${pids[@]}" 2>/dev/null; wait "$writer" "${pids[@]}" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	fusermount3 -u -z "$mnt" 2>/dev/null
 	i=$((i + 100000))
 	# Restart and check the last acknowledged value of every variable.
 	"$bin" mount "${storeargs[@]}" "$mnt" 2>>"$work/bridge.err" || { echo "round $round: the store did not open: $(tail -n 1 "$work/bridge.err")"; failures=$((failures + 1)); continue; }
-	declare -A last=()
+	declare -A last=() maxseen=()
 	while read -r n v; do last[$n]=$v; done < "$acked"
+	# A line cut short by the kill reads as a smaller number or a name that is not there: it
+	# can only weaken the check, never fail it wrongly.
+	while read -r n v; do
+		[[ "$v" =~ ^[0-9]+$ && "$n" =~ ^Crash[0-9]+$ ]] || continue
+		[ "$v" -gt "${maxseen[$n]:-0}" ] && maxseen[$n]=$v
+		[ -n "${last[$n]:-}" ] || last[$n]=0
+	done < "$seen"
 	# The latest attempt; a line cut short by the kill can only read smaller, so max() is safe.
 	latest=0
 	while read -r a; do [[ "$a" =~ ^[0-9]+$ ]] && [ "$a" -gt "$latest" ] && latest=$a; done < "$attempts"
@@ -88,16 +119,23 @@ for round in $(seq 1 "$rounds"); do
 			|| [ "Crash$((got % names))" != "$n" ]; then
 			echo "round $round: $n holds '${v#?}', last acknowledged value-${last[$n]}, latest attempt $latest"
 			bad=$((bad + 1))
+		elif [ -n "${maxseen[$n]:-}" ] && [ "$got" -lt "${maxseen[$n]}" ]; then
+			echo "round $round: $n holds value-$got, but a reader saw value-${maxseen[$n]} before the crash"
+			bad=$((bad + 1))
 		fi
 	done
 	fusermount3 -u "$mnt"
 	writes=$(wc -l < "$acked")
+	reads=$(wc -l < "$seen")
 	total=$((total + writes))
+	totalreads=$((totalreads + reads))
 	if [ "$bad" -ne 0 ]; then failures=$((failures + 1));
 	elif [ "$writes" -eq 0 ]; then echo "round $round: no write was acknowledged, nothing was tested"; failures=$((failures + 1));
+	elif [ "$kind" = reads ] && [ "$reads" -eq 0 ]; then echo "round $round: no reader saw a value, nothing was tested"; failures=$((failures + 1));
+	elif [ "$kind" = reads ]; then echo "round $round: $writes acknowledged writes, $reads values read, ${#maxseen[@]} variables read, all present or newer"
 	else echo "round $round: $writes acknowledged writes to ${#last[@]} variables, all present"; fi
-	unset last
+	unset last maxseen
 done
-echo "$rounds rounds, $total acknowledged writes checked"
+echo "$rounds rounds, $total acknowledged writes checked$([ "$kind" = reads ] && echo ", $totalreads values read checked")"
 echo "$((rounds - failures)) passed, $failures failed"
 [ "$failures" -eq 0 ]
