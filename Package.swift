@@ -53,17 +53,20 @@ let package = Package(
         // The untrusted host: VMGEXIT handling and its faults.
         .target(name: "Host", dependencies: ["Hardware"]),
         // The SVSM at VMPL0: registry, request loop, core protocol, protocol 4.
-        .target(name: "Svsm", dependencies: ["Hardware", "MmWire"]),
+        .target(name: "Svsm", dependencies: ["Hardware", "MmWire", "CCrypto"]),
         // The UEFI variable service behind protocol 4: store, authenticated variables,
         // variable files, persistence.
         .target(name: "VariableService", dependencies: [
             "MmWire", "CCrypto",
             .product(name: "OrderedCollections", package: "swift-collections"),
         ]),
+        // The stores of the uefi-vars design behind the same seam: QEMU's hw/uefi and
+        // COCONUT's virtfw-varstore. They use VariableService's journals and crypto only.
+        .target(name: "PeerVariableStores", dependencies: ["MmWire", "VariableService"]),
         // Traces and statistics of SVSM calls.
         .target(name: "Trace", dependencies: ["Guest"]),
         // A booted machine: the SVSM launched, firmware and OS boots replayed, the driver probed.
-        .target(name: "Platform", dependencies: ["Driver", "Efivarfs", "Host", "Svsm", "VariableService", "Trace"]),
+        .target(name: "Platform", dependencies: ["Driver", "Efivarfs", "Host", "Svsm", "VariableService", "PeerVariableStores", "Trace"]),
         // Everything above as one library product.
         .target(name: "SvsmEfiVars", dependencies: ["Platform"]),
         // The libfuse3 adapter: type conversion and FUSE settings only.

@@ -149,6 +149,7 @@ public final class Svsm: Vmpl0Software {
     func dispatch(_ id: SvsmCallId, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
         switch id.protocolId {
         case 0: try coreProtocol(id.callId, apicId: apicId, regs: &regs)
+        case 1: try attestProtocol(id.callId, regs: &regs)
         case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, regs: &regs)
         default: throw .unsupportedProtocol
         }

@@ -30,8 +30,11 @@ extension Svsm {
         // COCONUT holds one global lock around the store for the request; here the handler
         // takes it (VariableService's store lock), so that a durable write can wait for its
         // fdatasync after releasing it (group commit).
-        let response = mmService.handleMmRequest(headerGuid: guid, message: request)
+        let response = mmService.handleMmRequest(headerGuid: guid, message: request, bufferSize: size)
         guard let rsp = response else { return }  // no handler: the buffer stays as it was
+        // COCONUT asserts here (`assert!(rsp.len() <= bsize)`) and the SVSM aborts (panic =
+        // 'abort'); its drafts answered SVSM_ERR_INVALID_REQUEST, which the model keeps as
+        // the defined answer.
         guard UInt64(rsp.count) <= messageLength else { throw .responseTooLarge }
         // Only 24 + rsp.count bytes are written; the header is never rewritten.
         try access.write(body, rsp, protected: b)
