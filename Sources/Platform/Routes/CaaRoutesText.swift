@@ -61,7 +61,7 @@ public enum CaaRoutesText {
         out.append("  after the run: EFI_RUNTIME_SERVICES \(run.runtimeServicesEnabled ? "set" : "clear"), efi_rts_wq worker \(run.workerFrozen ? "parked in its schedule() loop" : "running")")
         if !run.runtimeServicesEnabled {
             out.append("  efivarfs then: the mounted directory keeps its names and sizes; every read and write fails with EIO; a new mount is empty")
-            out.append("  open: the fault comes with interrupts off (SvsmMsrProtocol disabled them), so efi_crash_gracefully_on_page_fault's local_irq_restore(regs->flags) (2c340aab5485) leaves them off and efi_fpu_end skips fpregs_unlock; what the parked worker's CPU does next is not stated by any source")
+            out.append("  open: the fault comes with interrupts off (SvsmMsrProtocol disabled them) inside an FPU section entered with them on; local_irq_restore(regs->flags) in efi_crash_gracefully_on_page_fault (2c340aab5485) keeps them off; what the parked worker's CPU does next is not stated by any source")
             out.append("  open: plain v6.16 without 8fbf23010d27 — the #VC for the firmware's RDMSR goes through the kernel decoder; no source says what it then does")
         }
         if let m = run.migration { out += migration(m) }

@@ -23,7 +23,8 @@ struct ScenarioCommand: ParsableCommand {
             discussion: """
                 Boots the modelled guest, then shows: a runtime GetVariable through the
                 firmware's CAA (not executed), the same call after RDMSR 0xC001F000
-                discovery (works), a call through another vCPU's CAA (not executed), and
+                discovery (works on the SVSM side; whether it survives efi_mm is
+                `scenario caa-routes`), a call through another vCPU's CAA (not executed), and
                 the driver's call through each vCPU's own CAA (works). Exits 0 only if
                 every step behaves as expected.
 
