@@ -73,6 +73,8 @@ public final class EfiRuntimeContext: @unchecked Sendable {
         return gpa
     }
 
+    // efi_mm's mappings cover guest RAM only, so the memory accesses below do not fail
+    // once the translation succeeded; were one to, it is reported as the fault it would be.
     public func store(_ va: VirtualAddress, _ bytes: [UInt8]) throws(EfiRuntimeFault) {
         let gpa = try physicalForWrite(va, count: bytes.count)
         do { try memory.write(gpa, bytes) } catch { throw .pageFault(address: va, write: true, interruptsEnabled: interruptsEnabled) }

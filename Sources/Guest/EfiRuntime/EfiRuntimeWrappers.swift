@@ -43,7 +43,7 @@ public struct EfiRuntimeExecution: Sendable, Equatable {
 ///   ("EFI Runtime Services are disabled!" once; e006ac300308);
 /// - a page fault in the firmware ends the call with EFI_ABORTED, clears
 ///   EFI_RUNTIME_SERVICES and parks the worker for good.
-public final class EfiRuntimeWrappers: @unchecked Sendable {
+public final class EfiRuntimeWrappers: Sendable {
     public struct State: Sendable {
         /// `efi_enabled(EFI_RUNTIME_SERVICES)`.
         public var runtimeServicesEnabled = true

@@ -22,7 +22,7 @@ public enum EfivarfsOutcome<Value: Sendable & Equatable>: Sendable, Equatable {
 /// `efi_query_variable_store`), reduced to the calls each operation makes into
 /// `efi.get_variable` & co. and the errno it returns. Every call is made holding
 /// `efivars_lock` (`efivar_lock`).
-public final class RuntimeServicesEfivarfs: @unchecked Sendable {
+public final class RuntimeServicesEfivarfs: Sendable {
     /// EFI_MIN_RESERVE (quirks.c).
     public static let minimumReserve: UInt64 = 5120
 

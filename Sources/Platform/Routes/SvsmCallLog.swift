@@ -18,7 +18,7 @@ public struct HeldAtCall: Sendable, Equatable {
     public var interruptsEnabled: Bool?
 }
 
-final class SvsmCallLog: SvsmCallObserver, @unchecked Sendable {
+final class SvsmCallLog: SvsmCallObserver, Sendable {
     struct Entry: Sendable {
         let record: SvsmCallRecord
         let held: HeldAtCall?
