@@ -53,18 +53,30 @@ public final class ShmSvsmServer: @unchecked Sendable {
         case served(ServedCall)
     }
 
-    /// When `serve` looks at the doorbells: continuously (PAUSE between passes) for `spin`
-    /// after the last call, then with naps of `shortNap` until `shortNapWindow` has passed
-    /// without a call, then with naps of `idleNap`. Defaults: 50 µs, 20 µs naps for 200 ms,
-    /// then 1 ms naps. A call waits at most one nap (plus the timer slack, set to 1 µs), far
-    /// inside the guest's 5 s; an idle host wakes 1000 times a second for a pass over
-    /// ≤ 127 doorbells (measured: well under 1% of a core).
+    /// When `serve` looks at the doorbells, by the time since the last call (or attach):
+    /// continuously (PAUSE between passes) for `spin`, then with naps of `shortNap` until
+    /// `shortNapWindow`, then naps of `nap` until `napWindow`, then naps of `idleNap`.
+    /// Defaults: spin 50 µs; 20 µs naps up to 200 ms; 1 ms naps up to 2 s; then 10 ms naps.
+    /// The timer slack is set to 1 µs, so a nap is about as long as asked. A call in a burst
+    /// waits tens of µs; the first call after a quiet spell at most one nap (≤ 10 ms; the
+    /// guest gives up after 5 s); an idle server wakes 100 times a second for one pass over
+    /// the header and ≤ 127 doorbells.
     public struct PollingPolicy: Sendable {
         public var spinNanoseconds: UInt64 = 50_000
         public var shortNapNanoseconds: UInt64 = 20_000
         public var shortNapWindowNanoseconds: UInt64 = 200_000_000
-        public var idleNapNanoseconds: UInt64 = 1_000_000
+        public var napNanoseconds: UInt64 = 1_000_000
+        public var napWindowNanoseconds: UInt64 = 2_000_000_000
+        public var idleNapNanoseconds: UInt64 = 10_000_000
         public init() {}
+
+        /// How long to nap after `idle` ns without a call; nil: spin.
+        public func nap(afterIdle idle: UInt64) -> UInt64? {
+            if idle < spinNanoseconds { return nil }
+            if idle < shortNapWindowNanoseconds { return shortNapNanoseconds }
+            if idle < napWindowNanoseconds { return napNanoseconds }
+            return idleNapNanoseconds
+        }
     }
 
     public let window: SharedWindow
@@ -126,12 +138,11 @@ public final class ShmSvsmServer: @unchecked Sendable {
                 last = ShmSvsmServer.now()
                 continue
             }
-            let idle = ShmSvsmServer.now() &- last
-            if idle < policy.spinNanoseconds {
+            if let nap = policy.nap(afterIdle: ShmSvsmServer.now() &- last) {
+                ShmSvsmServer.nap(nap)
+            } else {
                 cshm_cpu_relax()
-                continue
             }
-            ShmSvsmServer.nap(idle < policy.shortNapWindowNanoseconds ? policy.shortNapNanoseconds : policy.idleNapNanoseconds)
         }
     }
 

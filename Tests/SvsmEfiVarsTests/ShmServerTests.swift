@@ -412,6 +412,17 @@ struct ShmServerTests {
         #expect(third.doorbell == 0x16 && third.callPending == 1)
     }
 
+    @Test("the polling policy: spin, then 20 µs naps, 1 ms naps, 10 ms naps as the quiet spell grows")
+    func pollingPolicy() {
+        let p = ShmSvsmServer.PollingPolicy()
+        #expect(p.nap(afterIdle: 0) == nil && p.nap(afterIdle: 49_999) == nil)
+        #expect(p.nap(afterIdle: 50_000) == 20_000 && p.nap(afterIdle: 199_999_999) == 20_000)
+        #expect(p.nap(afterIdle: 200_000_000) == 1_000_000 && p.nap(afterIdle: 1_999_999_999) == 1_000_000)
+        #expect(p.nap(afterIdle: 2_000_000_000) == 10_000_000 && p.nap(afterIdle: .max) == 10_000_000)
+        // Every nap is far inside the guest's 5 s call timeout.
+        #expect([p.shortNapNanoseconds, p.napNanoseconds, p.idleNapNanoseconds].allSatisfy { $0 < 5_000_000_000 / 100 })
+    }
+
     @Test("serve() on its own thread: an attach and 2000 calls from two guest threads, each answered quickly; stops when told")
     func servingLoop() throws {
         let rig = try Rig()
@@ -439,9 +450,9 @@ struct ShmServerTests {
                 defer { group.leave() }
                 let regs = guest + Int(ShmLayout.registerPage(vcpu)), caa = guest + Int(ShmLayout.caaPage(vcpu))
                 for n in 0..<1000 {
-                    // Now and then a pause longer than the short-nap window: the next call
-                    // finds the server in its idle naps.
-                    if n % 250 == 249 { usleep(250_000) }
+                    // Now and then a pause longer than the short-nap window, once longer than
+                    // the nap window: the next call finds the server in its longer naps.
+                    if n % 250 == 249 { usleep(n == 499 ? 2_100_000 : 250_000) }
                     regs.storeBytes(of: SvsmCallId.coreQueryProtocol.rax, toByteOffset: Int(VmsaLayout.rax), as: UInt64.self)
                     regs.storeBytes(of: UInt64(4 << 32 | 1), toByteOffset: Int(VmsaLayout.rcx), as: UInt64.self)
                     caa.storeBytes(of: UInt8(1), as: UInt8.self)

@@ -26,9 +26,10 @@ struct ServeSvsmCommand: ParsableCommand {
             SIGINT or SIGTERM. The number of vCPUs is the guest's (its header's vcpu_count).
 
             Polling: after a call the doorbells are watched continuously for 50 µs, then
-            every 20 µs until 200 ms pass without a call, then every 1 ms. A call waits at
-            most about 1 ms (the guest gives up after 5 s); an idle server costs well under 1%
-            of a core.
+            every 20 µs until 200 ms pass without a call, then every 1 ms until 2 s, then
+            every 10 ms. A call in a burst waits tens of µs, the first after a quiet spell at
+            most 10 ms (the guest gives up after 5 s); an idle server wakes 100 times a
+            second (measured: 0.6% of a core, debug build, nested VM).
 
             Examples:
               efivarfs-bridge serve-svsm --shm /dev/shm/vm1 --store /var/lib/vm1-vars
