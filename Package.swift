@@ -90,7 +90,7 @@ let package = Package(
         .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "SvsmShmHost", "FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Platform", "TestSupport"],
+            dependencies: ["Platform", "SvsmShmHost", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],
