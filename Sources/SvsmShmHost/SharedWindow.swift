@@ -22,7 +22,7 @@ public final class SharedWindow: @unchecked Sendable {
             switch self {
             case .open(let p, let e): return "cannot open \(p): \(String(cString: strerror(e)))"
             case .size(let p, let n):
-                return "\(p) is \(n) bytes: a shared window is a whole number of 4 KiB pages, at least \(ShmLayout.minimumWindowSize) bytes (an empty file is sized to 16 MiB)"
+                return "\(p) is \(n) bytes: a shared window is a whole number of 4 KiB pages, at least \(ShmLayout.minimumWindowSize) bytes and at most 4 GiB (an empty file is sized to 16 MiB)"
             case .map(let p, let e): return "cannot map \(p): \(String(cString: strerror(e)))"
             }
         }

@@ -21,7 +21,8 @@ import SvsmAbi
 /// refuses a CAA or VMSA page), and no GPA outside the window reaches the mapping.
 ///
 /// One thread serves every vCPU, one call at a time (the store serialises calls anyway).
-/// `pollOnce` is one pass; `serve` loops with the polling policy.
+/// `pollOnce` is one pass; `serve` loops with the polling policy. Both must be called from
+/// one thread at a time: the generation and counters they keep are not locked.
 public final class ShmSvsmServer: @unchecked Sendable {
     /// Faults of a misbehaving host, for testing the module's side.
     public struct Faults: Sendable, Equatable {
