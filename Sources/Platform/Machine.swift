@@ -46,6 +46,9 @@ public final class Machine: Sendable {
         /// recorded when it was made, else the default).
         public var nvStoreSize: Int?
         public var observer: (any SvsmCallObserver)?
+        /// Sees every UEFI MM request the SVSM receives from the driver probe on (the boot's
+        /// firmware traffic is not shown): `mount --log-requests`.
+        public var mmRequestObserver: Svsm.MmRequestObserver?
         /// Record the boot steps for `scenario` output.
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
@@ -162,6 +165,7 @@ public final class Machine: Sendable {
         self.hypervisor = Hypervisor(faults: config.faults.host)
         self.transport = SvsmCallTransport(processor: processor, hypervisor: hypervisor, maxRetries: config.maxRetries,
                                            observer: config.observer)
+        svsm.observeMmRequests(config.mmRequestObserver)
         do {
             // Probe without faults so that a mount with --fault still comes up.
             let probeTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries)

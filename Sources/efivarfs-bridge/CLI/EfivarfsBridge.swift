@@ -24,7 +24,7 @@ struct EfivarfsBridge: ParsableCommand {
               fusermount3 -u /run/efivars
             """,
         version: "efivarfs-bridge \(BuildInfo.version)",
-        subcommands: [MountCommand.self, RunCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self,
+        subcommands: [MountCommand.self, ServeSvsmCommand.self, RunCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self,
                       ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self,
                       TraceCommand.self]
     )
