@@ -29,6 +29,9 @@ public final class Svsm: Vmpl0Software {
         public var guestVmpl: UInt8 = 2
         /// Whether protocol 4 is built in (COCONUT cargo feature `uefivars`).
         public var uefiMmEnabled: Bool = true
+        /// Whether protocol 1 (attestation) is served; COCONUT always serves it, a host that
+        /// offers only part of the ABI (serve-svsm) turns it off.
+        public var attestationEnabled: Bool = true
         /// The core-protocol calls served (nil: every call COCONUT serves); any other answers
         /// UNSUPPORTED_CALL. serve-svsm offers QUERY_PROTOCOL only: its vCPUs and their pages
         /// are fixed by the shared-memory layout (kernel/SHM-TRANSPORT.md §5.4).
@@ -185,7 +188,7 @@ public final class Svsm: Vmpl0Software {
         case 0:
             if let offered = configuration.coreCalls, !offered.contains(id.callId) { throw .unsupportedCall }
             try coreProtocol(id.callId, apicId: apicId, regs: &regs)
-        case 1: try attestProtocol(id.callId, regs: &regs)
+        case 1 where configuration.attestationEnabled: try attestProtocol(id.callId, regs: &regs)
         case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, apicId: apicId, regs: &regs)
         default: throw .unsupportedProtocol
         }

@@ -109,6 +109,7 @@ public final class ShmSvsmServer: @unchecked Sendable {
         var c = Svsm.Configuration()
         c.maxVcpus = Int(ShmLayout.maxVcpus)
         c.coreCalls = [SvsmCallId.coreQueryProtocol.callId]
+        c.attestationEnabled = false
         return c
     }
 

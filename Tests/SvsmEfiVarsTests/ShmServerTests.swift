@@ -378,7 +378,8 @@ struct ShmServerTests {
 
     /// A service that answers with one byte more than it was sent.
     struct OversizedService: MmService {
-        func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? { message + [0xEE] }
+        func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? { message + [0xEE] }
+        func uefiMmManifest() -> UefiMmManifest { UefiMmManifest(persistentNvVariables: false, secureBootEnabled: false, secureBootDbUpdate: false) }
     }
 
     @Test("a response that does not fit MessageLength is not written: INVALID_REQUEST")
