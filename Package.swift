@@ -6,7 +6,7 @@ import PackageDescription
 //
 //   EfiTypes ─┬─ SvsmAbi ── Hardware ─┬─ Guest ── Driver ── Efivarfs ── EfivarfsFuse
 //             │                       ├─ Host
-//             │                       └─ Svsm
+//             │                       └─ Svsm ── SvsmShmHost (serve-svsm: the C module's host)
 //             └─ MmWire ─────────────────┴─ (Guest, Svsm) ; VariableService ← MmWire
 //   Platform: wires Guest, Driver, Host, Svsm and VariableService into a booted machine.
 let package = Package(
@@ -31,6 +31,8 @@ let package = Package(
         .target(name: "CRunSandbox"),
         // The FUSE worker pool and its shutdown, in C: signals, libfuse's session, fusectl.
         .target(name: "CFuseServer", dependencies: ["CFuse"], linkerSettings: [.linkedLibrary("fuse3")]),
+        // serve-svsm's shared window: acquire/release loads and stores, the spin hint.
+        .target(name: "CShmAtomics"),
         // PKCS#7 and X.509 through OpenSSL's libcrypto: the C side of AuthVariableLib's checks.
         .target(name: "CCrypto", linkerSettings: [.linkedLibrary("crypto")]),
 
@@ -53,17 +55,23 @@ let package = Package(
         // The untrusted host: VMGEXIT handling and its faults.
         .target(name: "Host", dependencies: ["Hardware"]),
         // The SVSM at VMPL0: registry, request loop, core protocol, protocol 4.
-        .target(name: "Svsm", dependencies: ["Hardware", "MmWire"]),
+        .target(name: "Svsm", dependencies: ["Hardware", "MmWire", "CCrypto"]),
         // The UEFI variable service behind protocol 4: store, authenticated variables,
         // variable files, persistence.
         .target(name: "VariableService", dependencies: [
             "MmWire", "CCrypto",
             .product(name: "OrderedCollections", package: "swift-collections"),
         ]),
+        // The stores of the uefi-vars design behind the same seam: QEMU's hw/uefi and
+        // COCONUT's virtfw-varstore. They use VariableService's journals and crypto only.
+        .target(name: "PeerVariableStores", dependencies: ["MmWire", "VariableService"]),
         // Traces and statistics of SVSM calls.
         .target(name: "Trace", dependencies: ["Guest"]),
         // A booted machine: the SVSM launched, firmware and OS boots replayed, the driver probed.
-        .target(name: "Platform", dependencies: ["Driver", "Efivarfs", "Host", "Svsm", "VariableService", "Trace"]),
+        .target(name: "Platform", dependencies: ["Driver", "Efivarfs", "Host", "Svsm", "VariableService", "PeerVariableStores", "Trace"]),
+        // serve-svsm: the host side of the C module's shm transport (kernel/SHM-TRANSPORT.md),
+        // serving the SVSM's calls over a shared window to any MM service.
+        .target(name: "SvsmShmHost", dependencies: ["Svsm", "CShmAtomics"]),
         // Everything above as one library product.
         .target(name: "SvsmEfiVars", dependencies: ["Platform"]),
         // The libfuse3 adapter: type conversion and FUSE settings only.
@@ -71,7 +79,7 @@ let package = Package(
         .executableTarget(
             name: "efivarfs-bridge",
             dependencies: [
-                "Platform", "EfivarfsFuse", "CProcess", "CRunSandbox",
+                "Platform", "EfivarfsFuse", "SvsmShmHost", "CProcess", "CRunSandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -82,10 +90,10 @@ let package = Package(
         .executableTarget(name: "efivarfs-fuzz", dependencies: ["FuzzTargets"]),
         // What the tests need from the machine, checked before they start; test-only checkers.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
-        .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "FuzzTargets", "TestSupport"]),
+        .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "SvsmShmHost", "FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Platform", "TestSupport"],
+            dependencies: ["Platform", "SvsmShmHost", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],

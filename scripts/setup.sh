@@ -8,12 +8,16 @@
 #   - from PyPI: virt-firmware (virt-fw-vars, the reference reader of OVMF_VARS.fd);
 #   - downloaded only, never installed: Debian's signed shim, GRUB and kernel and a static
 #     busybox, which QemuBootTests unpack into a VM (Tests/IntegrationTests/Selftests/linux-vm.sh);
+#   - the svsm_efivars test kernel (bookworm-backports 6.12: image, headers, efivarfs
+#     selftests), unpacked into its own cache by scripts/kernel-test-deps.sh, and what
+#     building the module takes (make, gcc-12, dwarves); KernelModuleTests boots it;
 #   - the /dev/fuse node, which some containers lack.
 # Every failure stops the script with the step that failed.
 set -euo pipefail
 
 packages=(libfuse3-dev fuse3 pkg-config libssl-dev openssl efivar efibootmgr efitools e2fsprogs
-          attr fdisk gcc libc6-dev ovmf qemu-system-x86 mokutil systemd-boot fwupd)
+          attr fdisk gcc libc6-dev ovmf qemu-system-x86 mokutil systemd-boot fwupd
+          make gcc-12 dwarves xz-utils cpio)
 vm_packages=(shim-signed grub-efi-amd64-signed linux-image-amd64 busybox-static)
 vm_cache=${EFIVARFS_VM_DEBS:-/var/cache/efivarfs-bridge-vm}
 
@@ -60,6 +64,9 @@ if ! command -v virt-fw-vars >/dev/null 2>&1; then
         || python3 -m pip install -q --disable-pip-version-check --break-system-packages virt-firmware
 fi
 command -v virt-fw-vars >/dev/null 2>&1 || { echo "setup.sh: virt-fw-vars is not on the PATH after pip install" >&2; exit 1; }
+
+# The kernel module's test kernel (idempotent: a second run downloads nothing).
+bash "$(dirname "$0")/kernel-test-deps.sh" >/dev/null
 
 if [ ! -e /dev/fuse ]; then mknod -m 666 /dev/fuse c 10 229; fi
 echo "setup.sh: the machine has what the tests need"

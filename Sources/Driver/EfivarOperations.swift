@@ -161,6 +161,23 @@ extension SvsmVariableDriver {
             return try call(.setVariable, payload).0
         }
 
+        /// The driver's `query_variable_store` (`efivar_operations.query_variable_store`),
+        /// built on QUERY_VARIABLE_INFO through the SVSM. x86's `efi_query_variable_store`
+        /// (arch/x86/platform/efi/quirks.c) asks the firmware's runtime services — the path
+        /// this driver exists to avoid — so the driver answers itself, with the same rule:
+        /// refuse a write that would leave less than `reserve` bytes (EFI_MIN_RESERVE, 5 KiB).
+        /// The subtraction wraps as the kernel's u64 does, so a write larger than the space
+        /// left passes here and the store answers OUT_OF_RESOURCES. The kernel's
+        /// garbage-collection dummy write is not made: an SVSM store has no flash to reclaim.
+        public func queryVariableStore(attributes: UInt32, size: Int, reserve: UInt64) throws(SvsmCallError) -> EfiStatus {
+            switch try queryVariableInfo(attributes: attributes) {
+            case .failure(let e): return e.status
+            case .success(let info):
+                if reserve > 0 && info.remainingVariableStorageSize &- UInt64(size) < reserve { return .outOfResources }
+                return .success
+            }
+        }
+
         /// `tee_query_variable_info`.
         public func queryVariableInfo(attributes: UInt32) throws(SvsmCallError) -> Result<VariableStorageInfo, EfiStatusError> {
             guard let cache = driver.cache else { return try fetchVariableInfo(attributes: attributes) }

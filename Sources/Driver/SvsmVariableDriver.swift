@@ -36,6 +36,10 @@ public final class SvsmVariableDriver: Sendable {
         }
     }
 
+    /// The buffer GET_PAYLOAD_SIZE is asked through (OVMF VirtMmCommunicationDxe's
+    /// MAX_BUFFER_SIZE).
+    public static let probeBufferSize = 64 * 1024
+
     public let vcpus: VcpuSet
     public let transport: SvsmCallTransport
     /// VariablePayloadSize from GET_PAYLOAD_SIZE.
@@ -63,19 +67,24 @@ public final class SvsmVariableDriver: Sendable {
             }
         } catch { throw .callFailed(error) }
         guard rcx != 0 else { throw .protocolNotSupported }
-        // A one-page probe buffer for GET_PAYLOAD_SIZE, then the real ones.
+        // GET_PAYLOAD_SIZE through a buffer as large as the driver will use: QEMU's answer is
+        // the buffer it is handed minus 40, so a one-page probe would learn 4056 and cap
+        // every variable near 4 KiB. 64 KiB is OVMF's MAX_BUFFER_SIZE, the buffer every
+        // store behind protocol 4 is built for.
+        let probePages = SvsmVariableDriver.probeBufferSize / 4096
         let probeBuffer: GuestPhysicalAddress
-        do { probeBuffer = try allocator.allocatePages(1) } catch { throw .memory(error) }
+        do { probeBuffer = try allocator.allocatePages(probePages) } catch { throw .memory(error) }
         let (status, reply): (EfiStatus, [UInt8])
         do {
             (status, reply) = try vcpus.withVcpu { (v: Vcpu) throws(SvsmCallError) in
-                try MmCommunicator(channel: SvsmMmChannel(transport: transport, vcpu: v, caa: v.svsmCaa, buffer: probeBuffer, bufferSize: 4096))
+                try MmCommunicator(channel: SvsmMmChannel(transport: transport, vcpu: v, caa: v.svsmCaa, buffer: probeBuffer,
+                                                          bufferSize: SvsmVariableDriver.probeBufferSize))
                     .variableCall(.getPayloadSize, payload: [UInt8](repeating: 0, count: GetPayloadSizePayload.size))
             }
         } catch { throw .callFailed(error) }
         guard status == .success else { throw .payloadStatus(status) }
         let payload = reply.loadLE(UInt64.self, at: 0)
-        allocator.freePage(probeBuffer)
+        for i in 0..<probePages { allocator.freePage(probeBuffer.advanced(by: UInt64(i) * 4096)) }
         // tee_stmm_efi refuses less than 40 + 0x20.
         guard payload >= 72, payload <= 1 << 20 else { throw .payloadTooSmall(payload) }
         self.maxPayloadSize = Int(payload)

@@ -72,22 +72,11 @@ extension Efivarfs {
         return buffer.count
     }
 
-    /// `check_var_size` with the x86 `efi_query_variable_store` (arch/x86/platform/efi/
-    /// quirks.c): only for non-volatile writes, refuse one that would leave less than
-    /// EFI_MIN_RESERVE bytes. The subtraction wraps as the kernel's u64 does, so a write
-    /// larger than the space left passes here and the store answers OUT_OF_RESOURCES. The
-    /// garbage-collection dummy write the kernel tries first is not modelled: the store
-    /// has no garbage to collect.
+    /// `check_var_size`: only non-volatile writes are checked, through the driver's own
+    /// `query_variable_store`.
     func checkVariableSize(_ cpu: SvsmVariableDriver.Cpu, attributes: UInt32, size: Int) throws(SvsmCallError) -> EfiStatus {
         guard attributes & VariableAttributes.nonVolatile.rawValue != 0 else { return .success }
-        switch try cpu.queryVariableInfo(attributes: attributes) {
-        case .failure(let e): return e.status
-        case .success(let info):
-            if options.reservedSpace > 0 && info.remainingVariableStorageSize &- UInt64(size) < options.reservedSpace {
-                return .outOfResources
-            }
-            return .success
-        }
+        return try cpu.queryVariableStore(attributes: attributes, size: size, reserve: options.reservedSpace)
     }
 
     /// `efivarfs_unlink`: delete with attributes 0; SUCCESS or NOT_FOUND count as success,

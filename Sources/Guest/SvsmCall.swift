@@ -56,6 +56,15 @@ public struct SvsmCallRecord: Sendable {
     public var worldSwitchNanoseconds: UInt64 = 0
     public var modelledNanoseconds: UInt64 { worldSwitchNanoseconds &* UInt64(attempts) }
 
+    /// A record made elsewhere than by this transport (serve-svsm's host side).
+    public init(startNanoseconds: UInt64, durationNanoseconds: UInt64, apicId: UInt32, caa: GuestPhysicalAddress, call: SvsmCallId,
+                input: SvsmRegisters, output: SvsmRegisters, attempts: Int, callPendingAtResume: UInt8, error: SvsmCallError?,
+                mmFunction: SmmVariableFunction? = nil, efiStatus: EfiStatus? = nil) {
+        self.startNanoseconds = startNanoseconds; self.durationNanoseconds = durationNanoseconds; self.apicId = apicId
+        self.caa = caa; self.call = call; self.input = input; self.output = output; self.attempts = attempts
+        self.callPendingAtResume = callPendingAtResume; self.error = error; self.mmFunction = mmFunction; self.efiStatus = efiStatus
+    }
+
     public var resultName: String {
         if let e = error {
             if case .failed(let r) = e { return r.name }

@@ -25,13 +25,19 @@ public enum GuestMemoryError: Error, Equatable, Sendable {
 public final class GuestMemory: @unchecked Sendable {
     public static let pageSize = Int(GuestPhysicalAddress.pageSize)
 
+    /// Bytes of memory, from `base`.
     public let ramSize: UInt64
+    /// The GPA of the first byte: 0 for the model's RAM, the window's GPA for a shared window.
+    public let base: GuestPhysicalAddress
     /// RAM the guest owns, as the SVSM's MEMORY_MAP lists it (the SVSM range is not in it).
     public let memoryMap: [GuestRegion]
-    /// The range the SVSM occupies (the secrets page's SVSM_BASE / SVSM_SIZE).
+    /// The range the SVSM occupies (the secrets page's SVSM_BASE / SVSM_SIZE); empty for a
+    /// shared window.
     public let svsmRegion: GuestRegion
 
-    private let base: UnsafeMutableRawPointer
+    private let host: UnsafeMutableRawPointer
+    /// Whether `deinit` unmaps `host` (false for a mapping someone else owns).
+    private let ownsMapping: Bool
 
     /// - Parameters:
     ///   - ramSize: bytes of guest RAM, a multiple of 2 MiB.
@@ -52,15 +58,34 @@ public final class GuestMemory: @unchecked Sendable {
         self.memoryMap = map
         let p = mmap(nil, Int(ramSize), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
         precondition(p != MAP_FAILED, "cannot map guest RAM")
-        self.base = p!
+        self.host = p!
+        self.base = GuestPhysicalAddress(0)
+        self.ownsMapping = true
     }
 
-    deinit { munmap(base, Int(ramSize)) }
+    /// Guest memory over a mapping someone else made and keeps alive (serve-svsm's shared
+    /// window): GPA `base + n` is byte `n` of `mapping`, for `0 <= n < size`; nothing outside
+    /// it is addressable. `memoryMap` is what the SVSM may take as guest RAM (its region
+    /// checks); the rest of the window is reachable only through the SVSM's own VMSA and CAA
+    /// accessors. The mapping is not unmapped here.
+    public init(mapping: UnsafeMutableRawPointer, base: GuestPhysicalAddress, size: UInt64, memoryMap: [GuestRegion]) {
+        let window = GuestRegion(start: base, length: size)
+        precondition(size > 0 && window.end != nil && size <= UInt64(Int.max), "the window wraps the address space")
+        precondition(memoryMap.allSatisfy { window.contains($0) }, "the memory map must lie inside the window")
+        self.host = mapping
+        self.base = base
+        self.ramSize = size
+        self.memoryMap = memoryMap
+        self.svsmRegion = GuestRegion(start: base, length: 0)
+        self.ownsMapping = false
+    }
 
-    /// All of RAM as the host sees it, for checkers that compare it with a snapshot (the
+    deinit { if ownsMapping { munmap(host, Int(ramSize)) } }
+
+    /// All of RAM (from `base`) as the host sees it, for checkers that compare it with a snapshot (the
     /// hostile-guest fuzz target). Neither side of the trust boundary uses this.
     public func withHostView<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
-        try body(UnsafeRawBufferPointer(start: base, count: Int(ramSize)))
+        try body(UnsafeRawBufferPointer(start: host, count: Int(ramSize)))
     }
 
     /// True when the whole range is inside one memory-map entry.
@@ -73,8 +98,11 @@ public final class GuestMemory: @unchecked Sendable {
     @inline(__always)
     private func pointer(_ gpa: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
         let region = GuestRegion(start: gpa, length: UInt64(count))
-        guard count >= 0, let end = region.end, end <= ramSize else { throw .outOfRange(region) }
-        return base + Int(gpa.rawValue)
+        // base + ramSize cannot overflow (checked at init), gpa >= base makes the subtraction safe.
+        guard count >= 0, gpa.rawValue >= base.rawValue, let end = region.end, end <= base.rawValue + ramSize else {
+            throw .outOfRange(region)
+        }
+        return host + Int(gpa.rawValue - base.rawValue)
     }
 
     public func read(_ gpa: GuestPhysicalAddress, count: Int) throws(GuestMemoryError) -> [UInt8] {

@@ -116,7 +116,7 @@ public struct CaaRelocationScenario {
             lines.insert("RDMSR 0xC001F000 → #VC → OS returns 0x\(String(msr, radix: 16))", at: 1)
             return (lines, o)
         }
-        steps.append(Step(title: "The same call after discovering the CAA with RDMSR 0xC001F000 (edk2 PR #12662)",
+        steps.append(Step(title: "The same call after discovering the CAA with RDMSR 0xC001F000 (edk2 PR #12662) — the SVSM side only; whether the firmware's store reaches the CAA inside efi_mm: scenario caa-routes",
                           lines: l3, expected: "executed, EFI_SUCCESS", observations: [o3],
                           ok: o3.rax == 0 && o3.efiStatus == .success && o3.caaUsed == o3.caaServed))
 

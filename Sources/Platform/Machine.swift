@@ -4,6 +4,7 @@ import Guest
 import Hardware
 import Host
 import MmWire
+import PeerVariableStores
 import Svsm
 import SvsmAbi
 import VariableService
@@ -45,6 +46,9 @@ public final class Machine: Sendable {
         /// recorded when it was made, else the default).
         public var nvStoreSize: Int?
         public var observer: (any SvsmCallObserver)?
+        /// Sees every UEFI MM request the SVSM receives from the driver probe on (the boot's
+        /// firmware traffic is not shown): `mount --log-requests`.
+        public var mmRequestObserver: Svsm.MmRequestObserver?
         /// Record the boot steps for `scenario` output.
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
@@ -52,6 +56,14 @@ public final class Machine: Sendable {
         public var store: StoreChoice = .memory
         /// Written into the store's lock: how to reach this server.
         public var lockNote = ""
+        /// The store behind protocol 4.
+        public var profile: SvsmProfile = .edk2
+        /// The edk2 firmware build (nil: detected from a VM's file, else Secure Boot).
+        public var firmware: FirmwareBuild?
+        /// COCONUT's cargo features (profile `coconut`).
+        public var coconut = CoconutFeatures()
+        /// QEMU's device properties (profile `qemu`).
+        public var qemu = UefiVarsStore.Configuration()
         /// The modelled cost of one world switch, charged to every SVSM call as simulated
         /// time (`--world-switch`); with `spendWorldSwitch` also spent, spinning.
         public var worldSwitchNanoseconds: UInt64 = 0
@@ -78,6 +90,7 @@ public final class Machine: Sendable {
         case probe(SvsmVariableDriver.ProbeError)
         case store(StoreOpenError)
         case storeSize(String)
+        case profile(String)
         public var description: String {
             switch self {
             case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
@@ -86,6 +99,7 @@ public final class Machine: Sendable {
             case .probe(let e): return "driver probe: \(e)"
             case .store(let e): return e.description
             case .storeSize(let s): return s
+            case .profile(let s): return s
             }
         }
     }
@@ -109,6 +123,10 @@ public final class Machine: Sendable {
     public let bootCaPage: GuestPhysicalAddress
     /// The store's non-volatile size in use.
     public let nvStoreSize: Int
+    public let profile: SvsmProfile
+    /// What the store choice meant for this profile (the firmware build found, a store that
+    /// starts empty), for the command's output.
+    public let storeNotes: [String]
 
     public init(_ config: Configuration = Configuration()) throws(BootError) {
         guard (1...512).contains(config.vcpuCount) else { throw .vcpuCount(config.vcpuCount) }
@@ -117,9 +135,12 @@ public final class Machine: Sendable {
 
         let memory = GuestMemory()
         let allocator = PageAllocator(memory: memory)
-        let (store, journal, firstBoot) = try Machine.openStore(config)
-        self.nvStoreSize = store.limits.nvStoreSize
-        let service = VariableService(store: store, journal: journal)
+        let opened = try Machine.openStore(config)
+        let (journal, firstBoot) = (opened.journal, opened.firstBoot)
+        self.nvStoreSize = opened.nvStoreSize
+        self.profile = config.profile
+        self.storeNotes = opened.notes
+        let service = VariableService(store: opened.store, journal: journal)
         let svsm = Svsm(memory: memory, mmService: service)
         let processor = Processor(memory: memory, vmpl0: svsm)
         let bootHypervisor = Hypervisor()
@@ -166,6 +187,7 @@ public final class Machine: Sendable {
         transport.worldSwitchNanoseconds = config.worldSwitchNanoseconds
         transport.spendsWorldSwitch = config.spendWorldSwitch
         self.transport = transport
+        svsm.observeMmRequests(config.mmRequestObserver)
         do {
             // Probe without faults so that a mount with --fault still comes up.
             let probeTransport = SvsmCallTransport(processor: processor, hypervisor: bootHypervisor, maxRetries: config.maxRetries)
@@ -187,12 +209,23 @@ public final class Machine: Sendable {
         self.bootLog = log
     }
 
+    /// What `openStore` hands the machine.
+    struct OpenedStore {
+        var store: any MmVariableStore
+        var journal: (any VariableJournal)?
+        var firstBoot: Bool
+        var nvStoreSize: Int
+        var notes: [String]
+    }
+
     /// Opens the configured store: its variables as power-on finds them (enrolled keys,
-    /// AuthVariableLib's initial variables), the journal, and whether this is its first boot.
-    static func openStore(_ config: Configuration) throws(BootError) -> (VariableStore, (any VariableJournal)?, firstBoot: Bool) {
+    /// the profile's initial variables), the journal, and whether this is its first boot.
+    static func openStore(_ config: Configuration) throws(BootError) -> OpenedStore {
         var limits = config.limits
         var journal: (any VariableJournal)?
         var saved: [ExportedVariable] = []
+        var notes: [String] = []
+        try checkStoreChoice(config)
         do {
             switch config.store {
             case .memory:
@@ -212,18 +245,76 @@ public final class Machine: Sendable {
                 if let n = config.nvStoreSize { limits.nvStoreSize = n }
             }
         } catch let e as StoreOpenError { throw .store(e) } catch let e as BootError { throw e } catch { throw .storeSize("\(error)") }
-        var store = VariableStore(limits: limits)
-        store.restore(saved)
-        config.enrolledKeys?.enroll(into: &store)
-        store.initializeAuthVariables()
-        // What power-on changed in the non-volatile store (AuthVariableLib's initial
-        // variables, enrolled keys) is saved before the firmware runs.
-        if let j = journal {
-            do { try j.saveAtPowerOn(store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) }) } catch {
-                throw .store(.io(error))
+        let store: any MmVariableStore
+        switch config.profile {
+        case .edk2:
+            var s = VariableStore(limits: limits)
+            s.secureBoot.authSupport = firmwareBuild(config, saved: saved, notes: &notes) == .secureBoot
+            s.restore(saved)
+            config.enrolledKeys?.enroll(into: &s)
+            s.initializeAuthVariables()
+            store = s
+        case .qemu:
+            var s = UefiVarsStore(dialect: .qemu, configuration: config.qemu)
+            s.restore(saved)
+            if let keys = config.enrolledKeys { s.restore(keys.variables) }
+            s.powerOn()
+            store = s
+        case .coconut:
+            var qc = config.qemu
+            qc.persistence = config.coconut.persistence
+            var s = UefiVarsStore(dialect: .virtfw, configuration: qc)
+            if config.coconut.persistence {
+                s.restore(saved)
+            } else {
+                notes.append("COCONUT keeps no variables across SVSM starts: the store starts empty")
             }
+            if let keys = config.enrolledKeys { s.restore(keys.variables) }
+            s.powerOn(enrolment: config.coconut.secureBoot ? VirtfwEnrolment() : nil)
+            store = s
         }
-        return (store, journal, saved.isEmpty)
+        // What power-on changed in the non-volatile store (initial variables, enrolled
+        // keys) is saved before the firmware runs.
+        if let j = journal {
+            do { try j.saveAtPowerOn(store.nonVolatileExport) } catch { throw .store(.io(error)) }
+        }
+        return OpenedStore(store: store, journal: journal, firstBoot: saved.isEmpty || (config.profile == .coconut && !config.coconut.persistence),
+                           nvStoreSize: limits.nvStoreSize, notes: notes)
+    }
+
+    /// The store kinds each profile can have: QEMU keeps a JSON file (or the native store);
+    /// COCONUT keeps nothing unless built with `persistence`; an OVMF_VARS.fd is edk2's.
+    static func checkStoreChoice(_ config: Configuration) throws(BootError) {
+        switch (config.profile, config.store) {
+        case (.qemu, .firmwareVolume), (.coconut, .firmwareVolume):
+            throw .profile("--svsm \(config.profile.rawValue) cannot serve an OVMF_VARS.fd: that is edk2's flash format; use --from-json or a native store")
+        case (.coconut, .native), (.coconut, .qemuJson):
+            guard config.coconut.persistence else {
+                throw .profile("--svsm coconut keeps no variables across SVSM starts (COCONUT without its persistence feature); "
+                               + "drop the store path, or add --coconut-persistence to keep them")
+            }
+        case (.edk2, _), (_, .memory), (.qemu, _):
+            break
+        }
+        if config.firmware != nil && config.profile != .edk2 {
+            throw .profile("--firmware applies to --svsm edk2 only")
+        }
+        if (config.coconut.secureBoot || config.coconut.persistence) && config.profile != .coconut {
+            throw .profile("--coconut-secureboot and --coconut-persistence apply to --svsm coconut only")
+        }
+    }
+
+    /// The edk2 build: as asked; for a VM's file, what the file shows; else Secure Boot.
+    static func firmwareBuild(_ config: Configuration, saved: [ExportedVariable], notes: inout [String]) -> FirmwareBuild {
+        if let f = config.firmware { return f }
+        switch config.store {
+        case .firmwareVolume, .qemuJson:
+            let (build, reason) = FirmwareBuild.detect(in: saved)
+            notes.append("firmware: \(build.rawValue) (\(reason); --firmware overrides)")
+            return build
+        case .memory, .native:
+            return .secureBoot
+        }
     }
 
     /// The native store's size: the one it recorded, or the one asked for if its variables

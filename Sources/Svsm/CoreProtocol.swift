@@ -131,6 +131,7 @@ extension Svsm {
         let range: ClosedRange<UInt32>?
         switch proto {
         case 0: range = Svsm.coreVersion
+        case 1: range = configuration.attestationEnabled ? Svsm.attestVersion : nil
         case 4: range = configuration.uefiMmEnabled ? Svsm.uefiMmVersion : nil
         default: range = nil
         }

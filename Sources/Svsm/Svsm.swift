@@ -29,6 +29,13 @@ public final class Svsm: Vmpl0Software {
         public var guestVmpl: UInt8 = 2
         /// Whether protocol 4 is built in (COCONUT cargo feature `uefivars`).
         public var uefiMmEnabled: Bool = true
+        /// Whether protocol 1 (attestation) is served; COCONUT always serves it, a host that
+        /// offers only part of the ABI (serve-svsm) turns it off.
+        public var attestationEnabled: Bool = true
+        /// The core-protocol calls served (nil: every call COCONUT serves); any other answers
+        /// UNSUPPORTED_CALL. serve-svsm offers QUERY_PROTOCOL only: its vCPUs and their pages
+        /// are fixed by the shared-memory layout (kernel/SHM-TRANSPORT.md §5.4).
+        public var coreCalls: Set<UInt32>? = nil
         public init() {}
     }
 
@@ -48,6 +55,13 @@ public final class Svsm: Vmpl0Software {
     let sevFeatures: UInt64
     /// BUSY/INCOMPLETE injection; off until the platform turns it on (after boot).
     private let faults = Locked<(SvsmFaults, SeededRandom)?>(nil)
+    /// Sees every protocol-4 request (`observeMmRequests`).
+    private let mmRequestObserver = Locked<MmRequestObserver?>(nil)
+
+    /// Called with the SVSM's private copy of each UEFI MM request that passed the buffer
+    /// checks: the EFI_MM_COMMUNICATE header (24 bytes) followed by MessageLength bytes of
+    /// message, before the MM service sees it. `--log-requests` of mount and serve-svsm.
+    public typealias MmRequestObserver = @Sendable (_ apicId: UInt32, _ communicateBuffer: [UInt8]) -> Void
 
     public init(memory: GuestMemory, mmService: any MmService, configuration: Configuration = Configuration(), sevFeatures: UInt64 = 1) {
         self.configuration = configuration
@@ -64,6 +78,29 @@ public final class Svsm: Vmpl0Software {
 
     /// `Vmpl0Software`: the request loop for one run.
     public func run(apicId: UInt32) { _ = enter(apicId: apicId) }
+
+    /// Starts (or, with nil, stops) handing every UEFI MM request to `observer`.
+    public func observeMmRequests(_ observer: MmRequestObserver?) {
+        mmRequestObserver.withLock { $0 = observer }
+    }
+
+    func notifyMmRequest(apicId: UInt32, header: [UInt8], message: [UInt8]) {
+        guard let o = mmRequestObserver.withLock({ $0 }) else { return }
+        o(apicId, header + message)
+    }
+
+    /// Binds `apicId` to a VMSA and a CAA without a call: what the firmware launch and the
+    /// OS boot (CREATE_VCPU, REMAP_CA) did before this guest attached. For a host that lays
+    /// out the vCPUs itself (serve-svsm registers each vCPU's register page as its VMSA and
+    /// its CAA page). Replaces an earlier binding of `apicId`; the CAA is not touched.
+    public func register(apicId: UInt32, vmsa: GuestPhysicalAddress, caa: GuestPhysicalAddress) {
+        updateRegistry { $0[apicId] = VcpuBinding(apicId: apicId, vmsa: vmsa, caa: caa) }
+    }
+
+    /// Forgets every vCPU (a new guest attached: the old one's calls are abandoned).
+    public func forgetVcpus() {
+        updateRegistry { $0.removeAll() }
+    }
 
     /// Firmware launch: register the boot vCPU's VMSA and the CAA from firmware metadata
     /// (COCONUT `prepare_fw_launch`). The CAA header is zeroed.
@@ -148,8 +185,11 @@ public final class Svsm: Vmpl0Software {
 
     func dispatch(_ id: SvsmCallId, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
         switch id.protocolId {
-        case 0: try coreProtocol(id.callId, apicId: apicId, regs: &regs)
-        case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, regs: &regs)
+        case 0:
+            if let offered = configuration.coreCalls, !offered.contains(id.callId) { throw .unsupportedCall }
+            try coreProtocol(id.callId, apicId: apicId, regs: &regs)
+        case 1 where configuration.attestationEnabled: try attestProtocol(id.callId, regs: &regs)
+        case 4 where configuration.uefiMmEnabled: try uefiMmProtocol(id.callId, apicId: apicId, regs: &regs)
         default: throw .unsupportedProtocol
         }
     }

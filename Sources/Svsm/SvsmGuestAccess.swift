@@ -18,6 +18,10 @@ public enum SvsmError: Error, Equatable, Sendable {
     case responseTooLarge
     /// A hardware-style failure code from PVALIDATE and friends.
     case sevSnp(UInt32)
+    /// The manifest (0) or report (1) does not fit the guest's buffer: COCONUT's
+    /// `SvsmError::Attestation(e)` becomes `PROTOCOL_BASE(e as u64)`. The variant numbers
+    /// of COCONUT's `AttestError` were not read; 0 and 1 are the model's.
+    case attestation(UInt32)
 
     public var resultCode: SvsmResultCode {
         switch self {
@@ -27,7 +31,7 @@ public enum SvsmError: Error, Equatable, Sendable {
         case .notSupported, .responseTooLarge: return .invalidRequest
         case .unsupportedCall: return .unsupportedCall
         case .unsupportedProtocol: return .unsupportedProtocol
-        case .sevSnp(let rc): return .protocolBase(rc)
+        case .sevSnp(let rc), .attestation(let rc): return .protocolBase(rc)
         }
     }
 }

@@ -7,13 +7,13 @@ import SvsmAbi
 /// SVSM_UEFI_MM_REQUEST = 1, RCX = page-aligned GPA of an EFI_MM_COMMUNICATE buffer,
 /// RDX = its size.
 extension Svsm {
-    func uefiMmProtocol(_ call: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
+    func uefiMmProtocol(_ call: UInt32, apicId: UInt32, regs: inout SvsmRegisters) throws(SvsmError) {
         guard call == 1 else { throw .unsupportedCall }
-        try uefiMmRequest(address: GuestPhysicalAddress(regs.rcx), size: regs.rdx)
+        try uefiMmRequest(address: GuestPhysicalAddress(regs.rcx), size: regs.rdx, apicId: apicId)
     }
 
     /// The buffer checks, in COCONUT's order and with its codes.
-    func uefiMmRequest(address: GuestPhysicalAddress, size: UInt64) throws(SvsmError) {
+    func uefiMmRequest(address: GuestPhysicalAddress, size: UInt64, apicId: UInt32) throws(SvsmError) {
         let b = protectedPages
         guard address.rawValue != 0 else { throw .invalidParameter }
         guard access.validPhysAddress(address, protected: b) else { throw .invalidAddress }
@@ -27,11 +27,15 @@ extension Svsm {
         // A private copy: the guest cannot change the request while it is processed.
         let body = address.advanced(by: Svsm.mmHeaderSize)
         let request = try access.read(GuestRegion(start: body, length: messageLength), protected: b)
+        notifyMmRequest(apicId: apicId, header: header, message: request)
         // COCONUT holds one global lock around the store for the request; here the handler
         // takes it (VariableService's store lock), so that a durable write can wait for its
         // fdatasync after releasing it (group commit).
-        let response = mmService.handleMmRequest(headerGuid: guid, message: request)
+        let response = mmService.handleMmRequest(headerGuid: guid, message: request, bufferSize: size)
         guard let rsp = response else { return }  // no handler: the buffer stays as it was
+        // COCONUT asserts here (`assert!(rsp.len() <= bsize)`) and the SVSM aborts (panic =
+        // 'abort'); its drafts answered SVSM_ERR_INVALID_REQUEST, which the model keeps as
+        // the defined answer.
         guard UInt64(rsp.count) <= messageLength else { throw .responseTooLarge }
         // Only 24 + rsp.count bytes are written; the header is never rewritten.
         try access.write(body, rsp, protected: b)

@@ -33,8 +33,13 @@ extension VariableStore {
         if raw & VariableAttributes.edk2Mask.rawValue == VariableAttributes.nonVolatile.rawValue {
             return aw ? .unsupported : .invalidParameter
         }
-        // 5. HR needs a hardware-error store.
-        if attrs.contains(.hardwareErrorRecord) && limits.hwErrStorageSize == 0 { return .invalidParameter }
+        // 5. Authenticated writes need AuthVariableLib; otherwise HR needs a hardware-error
+        // store (one else-if chain in edk2).
+        if at || aw {
+            if !secureBoot.authSupport { return .invalidParameter }
+        } else if attrs.contains(.hardwareErrorRecord) && limits.hwErrStorageSize == 0 {
+            return .invalidParameter
+        }
         // 6./7. Counter-based authentication is not supported (edk2 PR #4045).
         if aw { return .unsupported }
         var payload = data

@@ -7,8 +7,13 @@ public struct StoredVariable: Equatable, Sendable {
     public var data: [UInt8]
     /// EFI_TIME of the last authenticated write (16 bytes), for AT variables.
     public var timestamp: EfiTime?
-    public init(attributes: VariableAttributes, data: [UInt8], timestamp: EfiTime? = nil) {
-        self.attributes = attributes; self.data = data; self.timestamp = timestamp
+    /// QEMU's signer digest for an authenticated variable that is not a Secure Boot
+    /// database: SHA-256 over the signer's CN and the root certificate's fingerprint
+    /// (hw/uefi/var-service-pkcs7.c `build_digest_authvar`), kept so later writes can be
+    /// checked against it. edk2 keeps the same fact in certdb instead, so it is nil there.
+    public var digest: [UInt8]?
+    public init(attributes: VariableAttributes, data: [UInt8], timestamp: EfiTime? = nil, digest: [UInt8]? = nil) {
+        self.attributes = attributes; self.data = data; self.timestamp = timestamp; self.digest = digest
     }
 }
 

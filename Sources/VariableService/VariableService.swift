@@ -1,9 +1,9 @@
 import EfiTypes
 import MmWire
 
-/// The MM service behind protocol 4 with edk2's semantics: dispatch by HeaderGuid to the
-/// variable protocol, the variable-policy MMI or the boot events, over one store (edk2's
-/// VariableSmm; COCONUT's `core_request_dispatch` over its `STORE`).
+/// The MM service behind protocol 4: one profile's store (`MmVariableStore`: edk2's
+/// VariableSmm, QEMU's uefi-vars, COCONUT's virtfw-varstore) behind one lock, as COCONUT
+/// holds its `STORE` behind one spin lock for a whole request.
 ///
 /// Durability: a request that changes the non-volatile store is staged in the journal
 /// while the store lock is held, and answered only once the journal says it is durable.
@@ -14,13 +14,11 @@ import MmWire
 /// and the readers that saw them ask again.
 public final class VariableService: MmService {
     private let state: Locked<State>
-    private let variables: MmVariableHandler
-    private let policies = MmPolicyHandler()
     /// Where non-volatile changes go before a request is answered (nil: memory only).
     public let journal: (any VariableJournal)?
 
     struct State {
-        var store: VariableStore
+        var store: any MmVariableStore
         /// Staged requests not yet known durable, oldest first, with what each changed:
         /// what is undone if the journal loses them.
         var unsynced: [(ticket: JournalTicket, changes: StoreTransaction)] = []
@@ -44,8 +42,7 @@ public final class VariableService: MmService {
         }
     }
 
-    public init(store: VariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
-        self.variables = MmVariableHandler(payloadLimit: store.limits.payloadSize)
+    public init(store: some MmVariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
         self.state = Locked(State(store: store))
         self.journal = journal
     }
@@ -60,9 +57,16 @@ public final class VariableService: MmService {
     /// fdatasync calls made for requests, and the requests they acknowledged.
     public var syncStatistics: (syncs: Int, acknowledged: UInt64) { journal?.syncStatistics ?? (0, 0) }
 
-    public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? {
+    public func uefiMmManifest() -> UefiMmManifest {
+        state.withLock { $0.store.manifest(persistentStore: journal != nil) }
+    }
+
+    /// The store's non-volatile variables as they are now (for tests and `export`).
+    public var nonVolatileVariables: [ExportedVariable] { state.withLock { $0.store.nonVolatileExport } }
+
+    public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
         while true {
-            let outcome = state.withLock { s in apply(headerGuid, message, &s) }
+            let outcome = state.withLock { s in apply(headerGuid, message, bufferSize, &s) }
             guard let journal, let waitFor = outcome.waitFor else { return outcome.reply }
             if journal.awaitDurable(waitFor) { return outcome.reply }
             // The journal lost changes: undo them, then answer.
@@ -89,10 +93,10 @@ public final class VariableService: MmService {
     }
 
     /// One request against the store, with the store lock held.
-    private func apply(_ headerGuid: EfiGuid, _ message: [UInt8], _ s: inout State) -> Outcome {
+    private func apply(_ headerGuid: EfiGuid, _ message: [UInt8], _ bufferSize: UInt64, _ s: inout State) -> Outcome {
         if let journal { s.unsynced.removeAll { journal.isDurable($0.ticket) } }
         s.store.beginTransaction()
-        let reply = dispatch(headerGuid, message, &s.store)
+        let reply = s.store.handle(headerGuid: headerGuid, message: message, bufferSize: bufferSize)
         let transaction = s.store.endTransaction()
         if !transaction.isEmpty || !VariableService.isPureRead(headerGuid, message) { s.changeGeneration &+= 1 }
         guard let journal else { return Outcome(reply: reply) }
@@ -103,31 +107,12 @@ public final class VariableService: MmService {
         }
         let store = s.store
         do {
-            let ticket = try journal.stage(changes, wholeStore: { store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) } })
+            let ticket = try journal.stage(changes, wholeStore: { store.nonVolatileExport })
             s.unsynced.append((ticket, transaction))
             return Outcome(reply: reply, waitFor: ticket, ownTicket: ticket)
         } catch {
             s.store.undo(transaction)
             return Outcome(reply: reply.map { VariableService.marked($0, error.isOutOfSpace ? .outOfResources : .deviceError) })
-        }
-    }
-
-    private func dispatch(_ headerGuid: EfiGuid, _ message: [UInt8], _ store: inout VariableStore) -> [UInt8]? {
-        switch headerGuid {
-        case .smmVariableProtocol:
-            return variables.handle(message, store: &store)
-        case .varCheckPolicyMmiHandler:
-            return policies.handle(message, store: &store)
-        case .endOfDxeEvent:
-            store.signalEndOfDxe(); return message
-        case .readyToBootEvent:
-            store.signalReadyToBoot(); return message
-        case .exitBootServicesEvent:
-            store.signalExitBootServices(); return message
-        default:
-            // No handler: the message stays as it was (edk2's MmiManage finds no handler
-            // and leaves the buffer alone).
-            return nil
         }
     }
 

@@ -112,7 +112,11 @@ public struct VariableStore: Sendable {
         if a.contains(.runtimeAccess) && !a.contains(.bootserviceAccess) { return .failure(.invalidParameter) }
         if phase.atRuntime && !a.contains(.runtimeAccess) { return .failure(.invalidParameter) }
         if a.contains(.hardwareErrorRecord) && !a.contains(.nonVolatile) { return .failure(.invalidParameter) }
-        if a.contains(.hardwareErrorRecord) && limits.hwErrStorageSize == 0 { return .failure(.unsupported) }
+        if a.contains(.timeBasedAuthenticatedWriteAccess) {
+            if !secureBoot.authSupport { return .failure(.unsupported) }
+        } else if a.contains(.hardwareErrorRecord) && limits.hwErrStorageSize == 0 {
+            return .failure(.unsupported)
+        }
 
         let h = StoreLimits.variableHeaderSize
         var maxStorage: Int
@@ -159,19 +163,19 @@ public struct VariableStore: Sendable {
     // MARK: raw record maintenance (accounting kept in one place)
 
     /// Starts recording changes, so that one request's effect can be listed and undone.
-    mutating func beginTransaction() {
+    public mutating func beginTransaction() {
         transaction = StoreTransaction()
     }
 
     /// Ends the transaction: what it changed (to persist, or to undo later).
-    mutating func endTransaction() -> StoreTransaction {
+    public mutating func endTransaction() -> StoreTransaction {
         defer { transaction = nil }
         return transaction ?? StoreTransaction()
     }
 
     /// Puts every variable `t` changed back as it was before, newest change last undone
     /// first. Nothing else may have changed those variables since, unless undone first.
-    mutating func undo(_ t: StoreTransaction) {
+    public mutating func undo(_ t: StoreTransaction) {
         let open = transaction
         transaction = nil
         for key in t.order.reversed() {
@@ -182,7 +186,7 @@ public struct VariableStore: Sendable {
 
     /// The non-volatile changes `t` made, in order: each changed key with its new value,
     /// or nil where it was deleted.
-    func nonVolatileChanges(_ t: StoreTransaction) -> [VariableChange] {
+    public func nonVolatileChanges(_ t: StoreTransaction) -> [VariableChange] {
         t.order.compactMap { key in
             if let a = find(key), a.attributes.contains(.nonVolatile) { return VariableChange(key: key, value: a) }
             if let b = t.before[key] ?? nil, b.attributes.contains(.nonVolatile) { return VariableChange(key: key, value: nil) }
@@ -191,9 +195,9 @@ public struct VariableStore: Sendable {
     }
 
     private mutating func noteChange(_ key: VariableKey) {
-        guard transaction != nil, transaction!.before[key] == nil else { return }
-        transaction!.before[key] = .some(find(key))
-        transaction!.order.append(key)
+        guard transaction != nil else { return }
+        let old = find(key)
+        transaction!.note(key, before: old)
     }
 
     /// The non-volatile variables in GetNextVariableName order (what a checkpoint holds).
@@ -235,9 +239,3 @@ public struct VariableStore: Sendable {
     }
 }
 
-/// The variables one request changed, each with its value before the request.
-struct StoreTransaction {
-    var order: [VariableKey] = []
-    var before: [VariableKey: StoredVariable?] = [:]
-    var isEmpty: Bool { order.isEmpty }
-}

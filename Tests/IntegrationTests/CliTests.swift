@@ -24,11 +24,12 @@ struct CliTests {
         #expect(cli("get Wide-\(testGuid) --hex \(s)").out == "480069000000\n")
         let info = try JSONSerialization.jsonObject(with: Data(cli("info --json \(s)").out.utf8)) as? [String: Any]
         #expect(info?["payload_size"] as? Int == 65496 && info?["setup_mode"] as? Int == 1)
-        // The manifest shows only what the model knows: no PK yet, so Secure Boot is not
-        // enabled; the build-dependent flags are not invented.
+        // The manifest is read through the SVSM's attestation call: the edk2 profile on a
+        // durable store reports persistence; no PK yet, so neither Secure Boot nor db updates.
         let manifest = info?["manifest"] as? [String: Any]
-        #expect(manifest?["secureboot_enabled"] as? Bool == false)
-        #expect(manifest?["persistent_nv_vars"] == nil && manifest?["secureboot_db_update"] == nil)
+        #expect(manifest?["bytes"] as? String == "0000000001000000")
+        #expect(manifest?["secureboot_enabled"] as? Bool == false && manifest?["persistent_nv_vars"] as? Bool == true)
+        #expect(manifest?["report_binds_manifest"] as? Bool == true && info?["profile"] as? String == "edk2")
         try Bridge.withMount(s) { dir in
             #expect(Shell.run("tail -c +5 '\(dir)/Greeting-\(testGuid)'").out == "hello!!")
             // Beside a live mount every command runs through that mount's own driver.

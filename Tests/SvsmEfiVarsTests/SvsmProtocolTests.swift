@@ -18,10 +18,11 @@ final class CaaSpy: MmService, @unchecked Sendable {
     let caa: GuestPhysicalAddress
     var seen: [UInt8] = []
     init(memory: GuestMemory, caa: GuestPhysicalAddress) { self.memory = memory; self.caa = caa }
-    func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? {
+    func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
         seen = try! memory.read(caa, count: 8)
         return message
     }
+    func uefiMmManifest() -> UefiMmManifest { UefiMmManifest(persistentNvVariables: false, secureBootEnabled: false, secureBootDbUpdate: false) }
 }
 
 @Suite("SVSM calling convention and protocols")
@@ -100,7 +101,9 @@ struct SvsmProtocolTests {
         (0x0000_0000_0000_0001, 0x0000_0001_0000_0001),
         (0x0000_0004_0000_0001, 0x0000_0001_0000_0001),
         (0x0000_0004_0000_0002, 0),
-        (0x0000_0001_0000_0001, 0),
+        // The attestation protocol, version 1 (COCONUT core.rs `core_query_protocol`).
+        (0x0000_0001_0000_0001, 0x0000_0001_0000_0001),
+        (0x0000_0001_0000_0002, 0),
         (0x0000_0009_0000_0001, 0),
     ]
     @Test("QUERY_PROTOCOL: max << 32 | min, or 0", arguments: queryCases)
@@ -224,7 +227,10 @@ struct SvsmProtocolTests {
 
     @Test("a response larger than the request is refused, not a crash (COCONUT panics here)")
     func oversizeResponse() throws {
-        struct Greedy: MmService { func handleMmRequest(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8]? { message + [1] } }
+        struct Greedy: MmService {
+            func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? { message + [1] }
+            func uefiMmManifest() -> UefiMmManifest { UefiMmManifest(persistentNvVariables: false, secureBootEnabled: false, secureBootDbUpdate: false) }
+        }
         let memory = GuestMemory()
         let svsm = Svsm(memory: memory, mmService: Greedy())
         try svsm.launch(bootVmsa: SvsmFixture.bootVmsa, firmwareCaa: SvsmFixture.caa)

@@ -73,6 +73,22 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
             names.contains { $0.hasPrefix(prefix) && $0.hasSuffix("_amd64.deb") }
         }
     }
+    /// The svsm_efivars test kernel (Debian bookworm-backports 6.12: image, headers,
+    /// efivarfs selftests) that scripts/kernel-test-deps.sh unpacks, and what building the
+    /// module against it takes (kernel/build.sh).
+    public static let kernelCache = Prerequisite("the svsm_efivars test kernel in \(kernelCacheDirectory) (current.env and the files it names) and its build tools (make, gcc-12, pahole)",
+                                                 providedBy: "scripts/kernel-test-deps.sh, which scripts/setup.sh runs (Debian packages make gcc-12 dwarves xz-utils cpio)") {
+        guard ["make", "gcc-12", "pahole", "xz", "cpio"].allSatisfy(onPath),
+              let env = try? String(contentsOfFile: kernelCacheDirectory + "/current.env", encoding: .utf8) else { return false }
+        let values = Dictionary(env.split(separator: "\n").compactMap { line -> (String, String)? in
+            let kv = line.split(separator: "=", maxSplits: 1).map(String.init)
+            return kv.count == 2 ? (kv[0], kv[1]) : nil
+        }, uniquingKeysWith: { $1 })
+        return ["VMLINUZ", "KDIR", "SELFTESTS"].allSatisfy { values[$0].map { FileManager.default.fileExists(atPath: $0) } ?? false }
+    }
+    public static var kernelCacheDirectory: String {
+        ProcessInfo.processInfo.environment["EFIVARFS_KERNEL_CACHE"] ?? "/var/cache/efivarfs-bridge-kernel"
+    }
     public static var vmCache: String { ProcessInfo.processInfo.environment["EFIVARFS_VM_DEBS"] ?? "/var/cache/efivarfs-bridge-vm" }
 
     static func onPath(_ name: String) -> Bool {

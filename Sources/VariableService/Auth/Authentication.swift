@@ -8,6 +8,11 @@ import MmWire
 /// deleting an authenticated variable with an unsigned empty write (OVMF allows both
 /// because its UserPhysicalPresent() is always TRUE).
 public struct SecureBootConfiguration: Sendable, Equatable {
+    /// edk2 `VariableGlobal.AuthSupport`: AuthVariableLib is built in (an OVMF built with
+    /// SECURE_BOOT_ENABLE). Without it (AuthVariableLibNull) no Secure Boot variables, no
+    /// certdb, and authenticated writes are refused (Variable.c `VariableWriteServiceInitialize`,
+    /// `VariableServiceSetVariable`, `VariableServiceQueryVariableInfo`).
+    public var authSupport = true
     public var requireSelfSignedPk = true
     public var honourCustomMode = false
     public var allowUnsignedAuthDelete = false
@@ -212,6 +217,8 @@ extension VariableStore {
     /// SecureBoot, CustomMode, certdb, certdbv, VendorKeysNv, VendorKeys (uefi-variables.md §5.3;
     /// certdbv seen in a QEMU/OVMF boot's dmpstore).
     public mutating func initializeAuthVariables() {
+        // AuthVariableLibNull's AuthVariableLibInitialize returns EFI_UNSUPPORTED: nothing.
+        guard secureBoot.authSupport else { return }
         let setup: UInt8 = find(VariableStore.pk) == nil ? 1 : 0
         firmwareWrite(VariableStore.setupModeKey, attributes: .bsRt, data: [setup])
         // SignatureSupport as edk2 publishes it: SHA1, SHA256, RSA2048, X509.

@@ -62,11 +62,15 @@ public struct KeyEnrollment: Sendable {
                       entries: [owner.bytes + k.certificateDer]).encoded
     }
 
-    /// Places PK, KEK and db in the store as an offline editor of the variable file does.
-    public func enroll(into store: inout VariableStore) {
+    /// PK, KEK and db as an offline editor of the variable file places them (NV|BS|RT|AT,
+    /// timestamp zero), for any profile's store.
+    public var variables: [ExportedVariable] {
         let attrs: VariableAttributes = [.nvBsRt, .timeBasedAuthenticatedWriteAccess]
-        store.putRecord(VariableStore.pk, StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(pk), timestamp: .zero))
-        store.putRecord(VariableStore.kek, StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(kek), timestamp: .zero))
-        store.putRecord(VariableKey("db", .imageSecurityDatabase), StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList(db), timestamp: .zero))
+        return [(VariableStore.pk, pk), (VariableStore.kek, kek), (VariableKey("db", .imageSecurityDatabase), db)].map {
+            ExportedVariable($0.0, StoredVariable(attributes: attrs, data: KeyEnrollment.signatureList($0.1), timestamp: .zero))
+        }
     }
+
+    /// Places PK, KEK and db in the store.
+    public func enroll(into store: inout VariableStore) { store.restore(variables) }
 }

@@ -6,8 +6,8 @@ import Foundation
 /// (through BaseCryptLib). Chosen over swift-certificates' CMS support because the
 /// verifier must accept exactly what edk2 accepts: partial chains to the given anchor, no
 /// validity-period checks, any key usage, detached binary content.
-enum Pkcs7 {
-    enum DigestAlgorithm: Sendable {
+package enum Pkcs7 {
+    package enum DigestAlgorithm: Sendable {
         case sha256, sha384, sha512
         var nid: Int32 {
             switch self {
@@ -19,10 +19,10 @@ enum Pkcs7 {
     }
 
     /// OID 1.2.840.113549.1.7.2 (signedData) as DER.
-    static let signedDataOid: [UInt8] = [0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02]
+    package static let signedDataOid: [UInt8] = [0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x02]
 
     /// edk2 `WrapPkcs7Data`: a bare SignedData gets the ContentInfo wrapper.
-    static func wrap(_ d: [UInt8]) -> [UInt8] {
+    package static func wrap(_ d: [UInt8]) -> [UInt8] {
         if d.count > 17, Array(d[4..<15]) == signedDataOid, d[15] == 0xA0, d[16] == 0x82 { return d }
         func length(_ n: Int) -> [UInt8] { [0x82, UInt8(n >> 8 & 0xff), UInt8(n & 0xff)] }
         let inner = [0xA0] + length(d.count) + d
@@ -30,7 +30,7 @@ enum Pkcs7 {
         return [0x30] + length(body.count) + body
     }
 
-    static func digestAlgorithm(_ p7: [UInt8]) -> DigestAlgorithm? {
+    package static func digestAlgorithm(_ p7: [UInt8]) -> DigestAlgorithm? {
         let nid = p7.withUnsafeBufferPointer { ccrypto_pkcs7_digest_nid($0.baseAddress, $0.count) }
         switch nid {
         case ccrypto_nid_sha256(): return .sha256
@@ -40,7 +40,7 @@ enum Pkcs7 {
         }
     }
 
-    static func verify(_ p7: [UInt8], anchor: [UInt8], data: [UInt8]) -> Bool {
+    package static func verify(_ p7: [UInt8], anchor: [UInt8], data: [UInt8]) -> Bool {
         p7.withUnsafeBufferPointer { p in
             anchor.withUnsafeBufferPointer { a in
                 data.withUnsafeBufferPointer { d in
@@ -51,7 +51,7 @@ enum Pkcs7 {
     }
 
     /// The signer certificate and the top-level certificate (last in the list), DER.
-    static func signers(_ p7: [UInt8]) -> (signer: [UInt8], top: [UInt8])? {
+    package static func signers(_ p7: [UInt8]) -> (signer: [UInt8], top: [UInt8])? {
         var s: UnsafeMutablePointer<UInt8>?, t: UnsafeMutablePointer<UInt8>?
         var sl = 0, tl = 0
         let ok = p7.withUnsafeBufferPointer { ccrypto_pkcs7_signers($0.baseAddress, $0.count, &s, &sl, &t, &tl) }
@@ -60,11 +60,11 @@ enum Pkcs7 {
         return (Array(UnsafeBufferPointer(start: sp, count: sl)), Array(UnsafeBufferPointer(start: tp, count: tl)))
     }
 
-    static func hasRsaKey(_ cert: [UInt8]) -> Bool {
+    package static func hasRsaKey(_ cert: [UInt8]) -> Bool {
         cert.withUnsafeBufferPointer { ccrypto_x509_has_rsa_key($0.baseAddress, $0.count) == 1 }
     }
 
-    static func commonNameAndTbs(_ cert: [UInt8]) -> (cn: [UInt8], tbs: [UInt8])? {
+    package static func commonNameAndTbs(_ cert: [UInt8]) -> (cn: [UInt8], tbs: [UInt8])? {
         var c: UnsafeMutablePointer<UInt8>?, t: UnsafeMutablePointer<UInt8>?
         var cl = 0, tl = 0
         let ok = cert.withUnsafeBufferPointer { ccrypto_x509_cn_and_tbs($0.baseAddress, $0.count, &c, &cl, &t, &tl) }
@@ -73,7 +73,7 @@ enum Pkcs7 {
         return (Array(UnsafeBufferPointer(start: cp, count: cl)), Array(UnsafeBufferPointer(start: tp, count: tl)))
     }
 
-    static func digest(_ alg: DigestAlgorithm, _ data: [UInt8]) -> [UInt8] {
+    package static func digest(_ alg: DigestAlgorithm, _ data: [UInt8]) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: 64)
         let n = data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { ccrypto_digest(alg.nid, d.baseAddress, d.count, $0.baseAddress) } }
         return Array(out[0..<Int(n)])

@@ -4,15 +4,19 @@ import MmWire
 /// EFI_SIGNATURE_LIST (MdePkg/Include/Guid/ImageAuthentication.h): a 28-byte header
 /// (SignatureType, SignatureListSize, SignatureHeaderSize, SignatureSize), the header,
 /// then entries of { SignatureOwner GUID, SignatureData }.
-struct SignatureList: Equatable {
-    static let headerSize = 28
-    var type: EfiGuid
-    var signatureHeader: [UInt8]
-    var signatureSize: Int
+package struct SignatureList: Equatable {
+    package static let headerSize = 28
+    package var type: EfiGuid
+    package var signatureHeader: [UInt8]
+    package var signatureSize: Int
     /// Each entry whole: owner (16 bytes) + data.
-    var entries: [[UInt8]]
+    package var entries: [[UInt8]]
 
-    var encoded: [UInt8] {
+    package init(type: EfiGuid, signatureHeader: [UInt8] = [], signatureSize: Int, entries: [[UInt8]]) {
+        self.type = type; self.signatureHeader = signatureHeader; self.signatureSize = signatureSize; self.entries = entries
+    }
+
+    package var encoded: [UInt8] {
         var out = [UInt8](repeating: 0, count: SignatureList.headerSize)
         out.store(type, at: 0)
         out.storeLE(UInt32(SignatureList.headerSize + signatureHeader.count + entries.count * signatureSize), at: 16)
@@ -21,11 +25,11 @@ struct SignatureList: Equatable {
         return out + signatureHeader + entries.joined()
     }
 
-    static let certX509 = EfiGuid("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")!
-    static let certPkcs7 = EfiGuid("4aafd29d-68df-49ee-8aa9-347d375665a7")!
+    package static let certX509 = EfiGuid("a5c059a1-94e4-4aa7-87b5-ab155c2bf072")!
+    package static let certPkcs7 = EfiGuid("4aafd29d-68df-49ee-8aa9-347d375665a7")!
 
     /// edk2 `mSupportSigItem`: type → SignatureData size (nil = any, X.509).
-    static let supported: [EfiGuid: Int?] = [
+    package static let supported: [EfiGuid: Int?] = [
         EfiGuid("c1c41626-504c-4092-aca9-41f936934328")!: 32,   // SHA256
         EfiGuid("3c5766e8-269c-4e34-aa14-ed776e85b3b6")!: 256,  // RSA2048
         EfiGuid("e2b36190-879b-4a3d-ad8d-f2e7bba32784")!: 256,  // RSA2048_SHA256
@@ -41,7 +45,7 @@ struct SignatureList: Equatable {
     ]
 
     /// Splits a database into lists; nil if the framing is broken.
-    static func parse(_ d: [UInt8]) -> [SignatureList]? {
+    package static func parse(_ d: [UInt8]) -> [SignatureList]? {
         var lists: [SignatureList] = []
         var i = 0
         while i < d.count {
@@ -63,7 +67,7 @@ struct SignatureList: Equatable {
     }
 
     /// edk2 `CheckSignatureListFormat` for PK, KEK, db, dbx, dbt (empty data passes).
-    static func checkFormat(_ d: [UInt8], isPk: Bool) -> EfiStatus {
+    package static func checkFormat(_ d: [UInt8], isPk: Bool) -> EfiStatus {
         if d.isEmpty { return .success }
         guard let lists = parse(d) else { return .invalidParameter }
         var count = 0
@@ -81,14 +85,14 @@ struct SignatureList: Equatable {
     }
 
     /// Every X.509 certificate in a database, DER.
-    static func x509Certificates(_ d: [UInt8]) -> [[UInt8]] {
+    package static func x509Certificates(_ d: [UInt8]) -> [[UInt8]] {
         (parse(d) ?? []).filter { $0.type == certX509 }.flatMap { $0.entries.map { Array($0[16...]) } }
     }
 
     /// edk2 `FilterSignatureList`: drop from `new` every entry already present in `existing`
     /// in a list of the same type and size; drop lists that become empty. (Duplicates
     /// within the new data are kept, as edk2 keeps them.)
-    static func filter(existing: [UInt8], new: [UInt8]) -> [UInt8] {
+    package static func filter(existing: [UInt8], new: [UInt8]) -> [UInt8] {
         guard let old = parse(existing), let incoming = parse(new) else { return new }
         var out: [UInt8] = []
         for var l in incoming {

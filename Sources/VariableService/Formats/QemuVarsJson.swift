@@ -24,12 +24,17 @@ public enum QemuVarsJson {
                 guard let tb = Hex.decodeStrict(t), tb.count == 16 else { throw fail("\(at).time", "not 32 hex digits") }
                 time = EfiTime(bytes: tb)
             }
+            var digest: [UInt8]?
+            if let d = v["digest"] as? String {
+                guard let db = Hex.decodeStrict(d), !db.isEmpty else { throw fail("\(at).digest", "not a non-empty even-length hex string") }
+                digest = db
+            }
             let attrs = VariableAttributes(rawValue: UInt32(attr)).subtracting(.appendWrite)
             guard attrs.contains(.nonVolatile) else { throw fail("\(at).attr", "a volatile variable in a non-volatile store") }
             let key = VariableKey(guid: guid, name: Ucs2.units(name))
             guard seen.insert(key).inserted else { throw fail(at, "duplicate variable \(key)") }
             if attrs.contains(.timeBasedAuthenticatedWriteAccess) && time == nil { time = .zero }
-            out.append(ExportedVariable(key, StoredVariable(attributes: attrs, data: data, timestamp: time)))
+            out.append(ExportedVariable(key, StoredVariable(attributes: attrs, data: data, timestamp: time, digest: digest)))
         }
         return out
     }
@@ -44,6 +49,9 @@ public enum QemuVarsJson {
             if v.value.attributes.contains(.timeBasedAuthenticatedWriteAccess) || v.value.timestamp != nil {
                 o["time"] = Hex.encode((v.value.timestamp ?? .zero).bytes)
             }
+            // QEMU's signer digest of a non-Secure-Boot authenticated variable
+            // (var-service-json.c reads and writes it as hex).
+            if let d = v.value.digest { o["digest"] = Hex.encode(d) }
             return o
         }
         let data = try! JSONSerialization.data(withJSONObject: ["version": 2, "variables": list], options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])

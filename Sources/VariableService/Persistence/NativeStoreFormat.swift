@@ -6,9 +6,9 @@ import EfiTypes
 ///   GetNextVariableName order.
 /// - `log`: magic "EFBLOG01", generation u64, then records: magic "EFVR" u32, body length
 ///   u32, CRC-32 of the body u32, body.
-/// - A record body: op u8 (1 put, 2 delete), vendor GUID (16), name length in CHAR16 u32,
-///   name (UTF-16LE), attributes u32, has-timestamp u8, EFI_TIME (16, if present), data
-///   length u32, data.
+/// - A record body: op u8 (1 put, 2 delete, 3 put with a signer digest), vendor GUID (16),
+///   name length in CHAR16 u32, name (UTF-16LE), attributes u32, has-timestamp u8, EFI_TIME
+///   (16, if present), data length u32, data; for op 3 then digest length u32, digest.
 /// - `config`: `nv-store-size=N`, the size the store was made with.
 /// - `lock`: held with flock(2) while the store is served; it holds the owner's note.
 enum NativeStoreFormat {
@@ -21,7 +21,7 @@ enum NativeStoreFormat {
 
     static func encode(_ change: VariableChange) -> [UInt8] {
         let (key, v) = (change.key, change.value)
-        var b: [UInt8] = [v == nil ? 2 : 1]
+        var b: [UInt8] = [v == nil ? 2 : v?.digest == nil ? 1 : 3]
         b += key.guid.bytes
         b.appendLE(UInt32(key.name.count))
         for u in key.name { b.appendLE(u) }
@@ -29,14 +29,19 @@ enum NativeStoreFormat {
         if let t = v?.timestamp { b.append(1); b += t.bytes } else { b.append(0) }
         let data = v?.data ?? []
         b.appendLE(UInt32(data.count))
-        return b + data
+        b += data
+        if let d = v?.digest {
+            b.appendLE(UInt32(d.count))
+            b += d
+        }
+        return b
     }
 
     static func decode(_ b: [UInt8], at start: Int, length: Int) -> VariableChange? {
         let end = start + length
         guard length >= 1 + 16 + 4, end <= b.count else { return nil }
         let op = b[start]
-        guard op == 1 || op == 2 else { return nil }
+        guard (1...3).contains(op) else { return nil }
         let guid = EfiGuid(bytes: b, at: start + 1)
         let units = Int(b.loadLE(UInt32.self, at: start + 17))
         var i = start + 21
@@ -52,9 +57,19 @@ enum NativeStoreFormat {
         }
         guard i + 4 <= end else { return nil }
         let n = Int(b.loadLE(UInt32.self, at: i)); i += 4
-        guard i + n == end else { return nil }
+        guard n <= end - i else { return nil }
+        let data = Array(b[i..<(i + n)]); i += n
+        var digest: [UInt8]?
+        if op == 3 {
+            guard i + 4 <= end else { return nil }
+            let d = Int(b.loadLE(UInt32.self, at: i)); i += 4
+            guard d == end - i else { return nil }
+            digest = Array(b[i..<end]); i = end
+        }
+        guard i == end else { return nil }
         let key = VariableKey(guid: guid, name: name)
-        return VariableChange(key: key, value: op == 1 ? StoredVariable(attributes: VariableAttributes(rawValue: attrs), data: Array(b[i..<end]), timestamp: time) : nil)
+        return VariableChange(key: key, value: op == 2 ? nil : StoredVariable(attributes: VariableAttributes(rawValue: attrs), data: data,
+                                                                             timestamp: time, digest: digest))
     }
 
     /// The log records of `changes`, each framed with magic, length and CRC.

@@ -24,7 +24,7 @@ struct EfivarfsBridge: ParsableCommand {
               fusermount3 -u /run/efivars
             """,
         version: "efivarfs-bridge \(BuildInfo.version)",
-        subcommands: [MountCommand.self, RunCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self,
+        subcommands: [MountCommand.self, ServeSvsmCommand.self, RunCommand.self, ListCommand.self, GetCommand.self, SetCommand.self, DeleteCommand.self, InfoCommand.self,
                       ImportCommand.self, ExportCommand.self, StatsCommand.self, ScenarioCommand.self, ModelBenchCommand.self,
                       TraceCommand.self]
     )
@@ -60,6 +60,9 @@ func parseByteSize(_ text: String) -> Int? {
 }
 
 /// Options shared by every command that boots a machine.
+extension SvsmProfile: ExpressibleByArgument {}
+extension FirmwareBuild: ExpressibleByArgument {}
+
 struct MachineOptions: ParsableArguments {
     // Unconditional parsing, so that `--vcpus -1` reaches the range check instead of being
     // read as an option.
@@ -90,6 +93,18 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))
     var fromJson: String?
 
+    @Option(name: .long, help: ArgumentHelp("The variable store behind protocol 4: edk2 (default; persistent, PKCS#7), coconut (COCONUT-SVSM on virtfw-varstore, as merged) or qemu (QEMU's hw/uefi uefi-vars). docs/svsm-profiles.md lists the differences.", valueName: "profile"))
+    var svsm: SvsmProfile = .edk2
+
+    @Option(name: .long, help: ArgumentHelp("edk2's firmware build: secure-boot (AuthVariableLib: certdb, SetupMode, SecureBoot, authenticated writes) or plain (none of them). Default: what a VM's file shows (--from-fd, --from-json), else secure-boot.", valueName: "build"))
+    var firmware: FirmwareBuild?
+
+    @Flag(name: .long, help: "With --svsm coconut: COCONUT built with its secureboot feature (PK for external management, Microsoft KEK and db, dbx enrolled at SVSM start).")
+    var coconutSecureboot = false
+
+    @Flag(name: .long, help: "With --svsm coconut: COCONUT built with its persistence feature, so the store named survives SVSM restarts. Without it a coconut store starts empty every time and a store path is refused.")
+    var coconutPersistence = false
+
     @Option(name: .customLong("world-switch"), help: ArgumentHelp("Charge every SVSM call this modelled world-switch cost per attempt, as simulated time in traces and stats: nanoseconds (5000, 5us) or a preset: vmrun-floor (1 us), snp-estimate (5 us), slow-host (20 us). BENCHMARKS.md says where each comes from.", valueName: "ns|preset"))
     var worldSwitch: String?
 
@@ -112,8 +127,16 @@ struct MachineOptions: ParsableArguments {
         return ProcessInfo.processInfo.environment["EFIVARFS_BRIDGE_FROM_JSON"].flatMap { $0.isEmpty ? nil : $0 }
     }
 
+    /// Whether the command line names a store (the default store directory is not one): a
+    /// coconut run without persistence then serves memory, as COCONUT's store is empty at
+    /// every SVSM start, and refuses a store that was named.
+    var explicitStore: Bool { store != nil || liveFd != nil || liveJson != nil }
+
     /// The store directory this invocation uses, or nil for --ephemeral or a live file.
-    var storeDirectory: String? { ephemeral || liveFd != nil || liveJson != nil ? nil : storeDirectoryFor(store) }
+    var storeDirectory: String? {
+        if ephemeral || liveFd != nil || liveJson != nil || (svsm == .coconut && !coconutPersistence && store == nil) { return nil }
+        return storeDirectoryFor(store)
+    }
 
     /// The store this invocation names. `mount` always may create a native store.
     func storeChoice(alwaysCreate: Bool = false) -> StoreChoice {
@@ -148,8 +171,12 @@ struct MachineOptions: ParsableArguments {
         var plan = FaultPlan()
         for f in faults { try? plan.add(f) }
         c.faults = plan
-        c.store = storeChoice(alwaysCreate: alwaysCreate)
+        c.store = svsm == .coconut && !coconutPersistence && !explicitStore ? .memory : storeChoice(alwaysCreate: alwaysCreate)
         c.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
+        c.profile = svsm
+        c.firmware = firmware
+        c.coconut.secureBoot = coconutSecureboot
+        c.coconut.persistence = coconutPersistence
         c.worldSwitchNanoseconds = worldSwitch.flatMap(WorldSwitchCost.parse) ?? 0
         c.spendWorldSwitch = worldSwitchDelay
         c.driverCache = driverCache ? .invalidateOnWrite : .off

@@ -42,6 +42,9 @@ struct MountCommand: ParsableCommand {
     @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
     var trace: String?
 
+    @Option(name: .customLong("log-requests"), help: ArgumentHelp("Append the hex of every UEFI MM request the SVSM receives from the driver probe on (header + message, one line each, before dispatch) to this file; serve-svsm writes the same.", valueName: "file"))
+    var logRequests: String?
+
     @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db (keys and certificates written to this directory) and boot with them enrolled: Secure Boot on.", valueName: "directory"))
     var enrollGenerate: String?
 
@@ -111,6 +114,8 @@ struct MountCommand: ParsableCommand {
             do { tracer = try TraceWriter(path: path) } catch { fail("\(error)") }
         }
         let logger = logging.bootstrap()
+        let requestLog = try logRequests.map { try RequestLog(path: $0) }
+        config.mmRequestObserver = requestLog?.observer
         config.lockNote = ControlSocket.path(forMountPoint: mountPoint)
         let statistics = CallStatistics()
         config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
@@ -163,7 +168,7 @@ struct MountCommand: ParsableCommand {
             shutDown()
             logger.info("unmounted \(mountPoint)")
         } catch { shutDown(); fail(error.description) }
-        withExtendedLifetime(machineInstance) {}
+        withExtendedLifetime((machineInstance, requestLog)) {}
     }
 
     /// `--enroll-generate` into a directory that already holds keys would overwrite them,

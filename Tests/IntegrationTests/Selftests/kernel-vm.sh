@@ -14,16 +14,22 @@
 #   efivar         efivar -w, -a, -p and -l on a variable (host binaries + libraries)
 #   efibootmgr     efibootmgr -t 7 (writes Timeout), efibootmgr -v
 #   rw             create, read, append, delete a variable through efivarfs
+#   mm-ops         Selftests/mm-ops.sh: the operations whose MM requests KernelModuleTests
+#                  compares with the Swift driver's (run it first, on a fresh store)
+#   bootorder      efibootmgr -o 0002,0001,0000, and a variable KvmPersist-GUID = "persisted"
+#   persisted      what bootorder wrote, read back (run it after a reboot)
 #   reboot         power the VM off and boot it again (a new QEMU process on the same shared
-#                  memory and host); the steps after it run in the new boot
+#                  memory, and a restarted host unless --keep-host); the steps after it run
+#                  in the new boot
 #   rmmod          unmount efivarfs, rmmod svsm_efivars (give-back), insmod it again, mount
 #   dmesg          the kernel log lines of svsm_efivars and efivars
 #   sh:COMMAND     any shell command (busybox sh)
 # Usage:
-#   kernel-vm.sh [--work DIR] [--shm FILE] [--host CMD | --no-host] [--smp N]
+#   kernel-vm.sh [--work DIR] [--shm FILE] [--host CMD | --no-host] [--keep-host] [--smp N]
 #                [--params 'call_timeout_ms=1000 ...'] [--timeout SECONDS] STEP...
-# --host CMD starts the host before QEMU and stops it at the end; {shm} and {work} in CMD
-# are replaced. Default: efivarfs-bridge serve-svsm --shm {shm} --store {work}/store
+# --host CMD starts the host before each boot and stops it (SIGTERM) after; with
+# --keep-host one host process serves every boot. {shm} and {work} in CMD are replaced; its
+# output is appended to WORK/host.log. Default: efivarfs-bridge serve-svsm --shm {shm} --store {work}/store
 # (.build/debug/efivarfs-bridge if built). Exit status 0 if the VM reached KVM-DONE and
 # every step returned 0.
 set -euo pipefail
@@ -34,19 +40,21 @@ cache=${EFIVARFS_KERNEL_CACHE:-/var/cache/efivarfs-bridge-kernel}
 vm_debs=${EFIVARFS_VM_DEBS:-/var/cache/efivarfs-bridge-vm}
 
 work=
-shm=/dev/shm/efivarfs-kvm-$$
+shm=
 bridge=efivarfs-bridge
 [ -x "$repo/.build/debug/efivarfs-bridge" ] && bridge=$repo/.build/debug/efivarfs-bridge
 host="$bridge serve-svsm --shm {shm} --store {work}/store"
 smp=2
 params=
 timeout_s=300
+keep_host=no
 while [ $# -gt 0 ]; do
 	case $1 in
 	--work) work=$2; shift 2 ;;
 	--shm) shm=$2; shift 2 ;;
 	--host) host=$2; shift 2 ;;
 	--no-host) host=; shift ;;
+	--keep-host) keep_host=yes; shift ;;
 	--smp) smp=$2; shift 2 ;;
 	--params) params=$2; shift 2 ;;
 	--timeout) timeout_s=$2; shift 2 ;;
@@ -57,6 +65,8 @@ while [ $# -gt 0 ]; do
 done
 [ $# -gt 0 ] || { echo "kernel-vm.sh: no steps (see the top of $0)" >&2; exit 64; }
 [ -n "$work" ] || work=$(mktemp -d /tmp/kernel-vm.XXXXXX)
+own_shm=no
+[ -n "$shm" ] || { shm=/dev/shm/efivarfs-kvm-$$; own_shm=yes; }
 mkdir -p "$work"
 
 for tool in qemu-system-x86_64 gcc cpio gzip xz ldd chattr efivar efibootmgr; do
@@ -99,6 +109,11 @@ copy_bin "$(command -v chattr)"
 copy_bin "$(command -v lsattr)"
 copy_bin "$(command -v efivar)"
 copy_bin "$(command -v efibootmgr)"
+# mm-ops.sh runs the host's coreutils at /usr/bin, as on the host (busybox's are in /bin).
+for tool in od stat ls rm; do
+	copy_bin "/usr/bin/$tool"
+done
+cp "$here/mm-ops.sh" "$root/selftests/mm-ops.sh"
 
 cp "$SELFTESTS/efivarfs.sh" "$root/selftests/"
 for prog in create-read open-unlink; do
@@ -158,6 +173,17 @@ run_step() {
 	efibootmgr)
 		efibootmgr -t 7 && efibootmgr -v &&
 		od -An -tx1 $efivars/Timeout-8be4df61-93ca-11d2-aa0d-00e098032b8c ;;
+	mm-ops)
+		bash /selftests/mm-ops.sh $efivars ;;
+	bootorder)
+		efibootmgr -o 0002,0001,0000 &&
+		printf '\007\000\000\000persisted' > $efivars/KvmPersist-$guid &&
+		echo "KvmPersist: $(tail -c +5 $efivars/KvmPersist-$guid)" ;;
+	persisted)
+		efibootmgr &&
+		efibootmgr | grep -qx 'BootOrder: 0002,0001,0000' &&
+		echo "KvmPersist: $(tail -c +5 $efivars/KvmPersist-$guid)" &&
+		test "$(tail -c +5 $efivars/KvmPersist-$guid)" = persisted ;;
 	rw)
 		f=$efivars/KvmRw-$guid
 		printf '\007\000\000\000hello' > $f &&
@@ -211,24 +237,34 @@ chmod +x "$root/init"
 
 # --- the host and the VM ---------------------------------------------------------------
 host_pid=
-cleanup() {
-	if [ -n "$host_pid" ]; then
-		kill "$host_pid" 2>/dev/null || true
-		wait "$host_pid" 2>/dev/null || true
-	fi
-}
-trap cleanup EXIT
-if [ -n "$host" ]; then
-	rm -f "$shm"
-	truncate -s 16M "$shm"
-	cmd=${host//\{shm\}/$shm}
+start_host() {
+	[ -n "$host" ] && [ -z "$host_pid" ] || return 0
+	local cmd=${host//\{shm\}/$shm}
 	cmd=${cmd//\{work\}/$work}
-	mkdir -p "$work/store"
+	echo "kernel-vm.sh: starting the host: $cmd" >> "$work/host.log"
 	# shellcheck disable=SC2086
-	$cmd > "$work/host.log" 2>&1 &
+	$cmd >> "$work/host.log" 2>&1 &
 	host_pid=$!
 	sleep 0.5
 	kill -0 "$host_pid" 2>/dev/null || { cat "$work/host.log" >&2; echo "kernel-vm.sh: the host did not start: $cmd" >&2; exit 1; }
+}
+stop_host() {
+	if [ -n "$host_pid" ]; then
+		kill "$host_pid" 2>/dev/null || true
+		wait "$host_pid" 2>/dev/null || true
+		host_pid=
+	fi
+}
+cleanup() {
+	stop_host
+	# The shared-memory file this script named itself goes with it.
+	[ "$own_shm" = no ] || rm -f "$shm"
+}
+trap cleanup EXIT
+if [ -n "$host" ]; then
+	rm -f "$shm" "$work/host.log"
+	truncate -s 16M "$shm"
+	mkdir -p "$work/store"
 fi
 cp /usr/share/OVMF/OVMF_VARS_4M.fd "$work/OVMF_VARS.fd"
 # TCG by default: KVM on this project's (nested) machines fails in OVMF's first FPU
@@ -242,6 +278,7 @@ status=1
 while :; do
 	boots=$((boots + 1))
 	log=$work/console-$boots.log
+	start_host
 	timeout "$timeout_s" qemu-system-x86_64 -machine q35 "${accel[@]}" -smp "$smp" -m 512 \
 		-nographic -no-reboot -net none \
 		-drive if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \
@@ -253,6 +290,7 @@ while :; do
 	next=$(sed -n 's/^KVM-REBOOT next=\([0-9]*\).*/\1/p' "$log" | tail -1)
 	if [ -n "$next" ] && [ "$boots" -lt 8 ]; then
 		step=$next
+		[ "$keep_host" = yes ] || stop_host
 		continue
 	fi
 	if grep -q '^KVM-DONE' "$log"; then
@@ -263,5 +301,6 @@ done
 failed=$(cat "$work"/console-*.log | grep -c '^KVM-STEP-END .* rc=[1-9]' || true)
 [ "$failed" = 0 ] || status=1
 grep -q '^KVM-LOAD rc=0' "$work/console-1.log" || status=1
+stop_host
 echo "kernel-vm.sh: $boots boot(s), $failed failed step(s), work directory $work, exit $status"
 exit $status
