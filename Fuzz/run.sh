@@ -9,7 +9,7 @@
 # start), when it leaves an artifact, and when it executed no input at all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-targets="svsm-protocol mm-payload efivarfs-write variable-file auth-variable"
+targets="svsm-protocol mm-payload efivarfs-write variable-file auth-variable peer-store"
 [ $# -ge 1 ] || { echo "usage: $0 TARGET|all [libFuzzer options]"; echo "targets: $targets"; exit 64; }
 which="$1"; shift
 [ "$which" = all ] || targets="$which"

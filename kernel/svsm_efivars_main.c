@@ -574,17 +574,30 @@ static int svsm_efi_probe(void)
 	pr_info("SVSM UEFI MM protocol versions %u to %u\n",
 		lower_32_bits(versions), upper_32_bits(versions));
 
-	/* A one-page buffer per CPU is enough to ask for the payload size. */
-	ret = svsm_efi_buffers(PAGE_SIZE);
+	cap = min_t(size_t, svsm_efi_transport->max_buffer(), SVSM_EFI_MAX_BUFFER);
+	if (cap < PAGE_ALIGN(SVSM_EFI_HEADERS + SVSM_EFI_MIN_PAYLOAD)) {
+		pr_err("the %s transport has no room for the buffers\n",
+		       svsm_efi_transport->name);
+		return -ENOSPC;
+	}
+	/*
+	 * Ask through buffers as large as the ones the driver will use: the
+	 * answer may depend on the buffer (QEMU's uefi-vars answers the buffer
+	 * size minus 40), so a one-page probe would cap every variable near
+	 * 4 KiB. 64 KiB is OVMF's MAX_BUFFER_SIZE; the usual answer fills it
+	 * exactly, and the buffers are then kept.
+	 */
+	ret = svsm_efi_buffers(min_t(size_t, cap, SZ_64K));
 	if (ret)
 		return ret;
 	status = svsm_efi_get_payload_size(&payload);
-	svsm_efi_buffers(0);
 	if (status != EFI_SUCCESS) {
+		svsm_efi_buffers(0);
 		pr_err("GET_PAYLOAD_SIZE failed: 0x%lx\n", status);
 		return -EIO;
 	}
 	if (payload < SVSM_EFI_MIN_PAYLOAD) {
+		svsm_efi_buffers(0);
 		pr_err("GET_PAYLOAD_SIZE answered %llu bytes, less than %zu\n",
 		       payload, SVSM_EFI_MIN_PAYLOAD);
 		return -EIO;
@@ -595,21 +608,17 @@ static int svsm_efi_probe(void)
 	 * it bounds a message by MessageLength <= RDX - 24 exactly, so the
 	 * answer is used as it is.
 	 */
-	cap = min_t(size_t, svsm_efi_transport->max_buffer(), SVSM_EFI_MAX_BUFFER);
-	if (cap < PAGE_ALIGN(SVSM_EFI_HEADERS + SVSM_EFI_MIN_PAYLOAD)) {
-		pr_err("the %s transport has no room for the buffers\n",
-		       svsm_efi_transport->name);
-		return -ENOSPC;
-	}
 	if (payload > cap - SVSM_EFI_HEADERS) {
 		pr_warn("payload size %llu capped to %zu\n", payload,
 			cap - SVSM_EFI_HEADERS);
 		payload = cap - SVSM_EFI_HEADERS;
 	}
 	size = PAGE_ALIGN(SVSM_EFI_HEADERS + payload);
-	ret = svsm_efi_buffers(size);
-	if (ret)
-		return ret;
+	if (size != svsm_efi_buf_size) {
+		ret = svsm_efi_buffers(size);
+		if (ret)
+			return ret;
+	}
 	/* The whole page-rounded buffer is ours, but the SVSM's limit holds. */
 	svsm_efi_max_payload = payload;
 

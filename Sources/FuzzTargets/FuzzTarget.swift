@@ -14,6 +14,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case variableFile = "variable-file"
     /// (e) The authenticated-variable parser: EFI_VARIABLE_AUTHENTICATION_2 + PKCS#7.
     case authVariable = "auth-variable"
+    /// (f) The peer stores (QEMU uefi-vars, COCONUT virtfw-varstore) behind protocol 4.
+    case peerStore = "peer-store"
 
     /// Runs one input; a broken property is thrown with what broke. Safe to call many
     /// times in one process (libFuzzer does), and from several threads (the test runner
@@ -32,6 +34,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .efivarfsWrite: try EfivarfsWriteTarget.shared.run(data)
         case .variableFile: try VariableFileTarget.run(data)
         case .authVariable: try AuthVariableTarget.shared.run(data)
+        case .peerStore: try PeerStoreTarget.shared.run(data)
         }
     }
 
@@ -44,6 +47,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .efivarfsWrite: return EfivarfsWriteTarget.seeds()
         case .variableFile: return VariableFileTarget.seeds()
         case .authVariable: return AuthVariableTarget.seeds()
+        case .peerStore: return PeerStoreTarget.seeds()
         }
     }
 }

@@ -141,6 +141,8 @@ extension UefiVarsStore: MmVariableStore {
         }
     }
 
+    public var everyVariable: [ExportedVariable] { allVariables }
+
     public var nonVolatileExport: [ExportedVariable] {
         list.records.filter { $0.value.attributes.contains(.nonVolatile) }.map { ExportedVariable($0.key, $0.value) }
     }

@@ -34,7 +34,9 @@ public struct CaaRelocationScenario {
     }
 
     public let vcpuCount: Int
-    public init(vcpuCount: Int) { self.vcpuCount = vcpuCount }
+    /// The store behind protocol 4.
+    public let profile: SvsmProfile
+    public init(vcpuCount: Int, profile: SvsmProfile = .edk2) { self.vcpuCount = vcpuCount; self.profile = profile }
 
     /// A GET_VARIABLE(Timeout) message in a page of its own.
     static func timeoutRequest() -> [UInt8] {
@@ -52,6 +54,7 @@ public struct CaaRelocationScenario {
     public func run() throws -> (boot: [String], steps: [Step]) {
         var config = Machine.Configuration()
         config.vcpuCount = vcpuCount
+        config.profile = profile
         config.recordBoot = true
         let last = LastCall()
         config.observer = last

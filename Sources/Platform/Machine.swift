@@ -49,6 +49,9 @@ public final class Machine: Sendable {
         /// Sees every UEFI MM request the SVSM receives from the driver probe on (the boot's
         /// firmware traffic is not shown): `mount --log-requests`.
         public var mmRequestObserver: Svsm.MmRequestObserver?
+        /// Let `mmRequestObserver` see the firmware's boot traffic too (a conformance corpus
+        /// replays the whole boot).
+        public var observeFirmwareRequests = false
         /// Record the boot steps for `scenario` output.
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
@@ -142,6 +145,7 @@ public final class Machine: Sendable {
         self.storeNotes = opened.notes
         let service = VariableService(store: opened.store, journal: journal)
         let svsm = Svsm(memory: memory, mmService: service)
+        if config.observeFirmwareRequests { svsm.observeMmRequests(config.mmRequestObserver) }
         let processor = Processor(memory: memory, vmpl0: svsm)
         let bootHypervisor = Hypervisor()
         self.memory = memory; self.allocator = allocator; self.service = service; self.svsm = svsm; self.processor = processor

@@ -7,6 +7,7 @@
 @_exported import Hardware
 @_exported import Host
 @_exported import MmWire
+@_exported import PeerVariableStores
 @_exported import Platform
 @_exported import Svsm
 @_exported import SvsmAbi

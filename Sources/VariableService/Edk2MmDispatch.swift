@@ -25,6 +25,7 @@ extension VariableStore: MmVariableStore {
     }
 
     public var nonVolatileExport: [ExportedVariable] { nonVolatileVariables.map { ExportedVariable($0.0, $0.1) } }
+    public var everyVariable: [ExportedVariable] { allVariables.map { ExportedVariable($0.0, $0.1) } }
 
     /// The edk2 profile stands for a store that has what COCONUT's lacks: persistence when
     /// a journal is behind it, and PKCS#7, so db/dbx updates are possible once Secure Boot

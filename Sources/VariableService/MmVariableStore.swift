@@ -20,6 +20,8 @@ public protocol MmVariableStore: Sendable {
     func nonVolatileChanges(_ t: StoreTransaction) -> [VariableChange]
     /// Every non-volatile variable, in the store's own order (what a journal rewrites).
     var nonVolatileExport: [ExportedVariable] { get }
+    /// Every variable, volatile ones too, regardless of visibility (inspection and tests).
+    var everyVariable: [ExportedVariable] { get }
 
     /// The manifest flags this store's SVSM reports; `persistentStore` says whether the
     /// service has a journal behind it.

@@ -63,6 +63,8 @@ public final class VariableService: MmService {
 
     /// The store's non-volatile variables as they are now (for tests and `export`).
     public var nonVolatileVariables: [ExportedVariable] { state.withLock { $0.store.nonVolatileExport } }
+    /// Every variable the store holds, volatile ones too (for tests and inspection).
+    public var allVariables: [ExportedVariable] { state.withLock { $0.store.everyVariable } }
 
     public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
         while true {

@@ -10,7 +10,9 @@ import SvsmAbi
 /// against what the cited sources say it must be.
 public struct CaaRoutesScenario: Sendable {
     public let vcpuCount: Int
-    public init(vcpuCount: Int) { self.vcpuCount = vcpuCount }
+    /// The store behind protocol 4.
+    public let profile: SvsmProfile
+    public init(vcpuCount: Int, profile: SvsmProfile = .edk2) { self.vcpuCount = vcpuCount; self.profile = profile }
 
     /// An expectation derived from a source, and what the run showed.
     public struct Check: Sendable {
@@ -42,10 +44,10 @@ public struct CaaRoutesScenario: Sendable {
     }
 
     public func run() throws -> Report {
-        let old = try RuntimeServicesRoute(kernel: .v6_16Stable, vcpuCount: vcpuCount).run()
-        let new = try RuntimeServicesRoute(kernel: .mainline, vcpuCount: vcpuCount).run()
-        let driver = try DriverRoute(vcpuCount: vcpuCount).run()
-        let mmio = try MmioTrapRoute(vcpuCount: vcpuCount).run()
+        let old = try RuntimeServicesRoute(kernel: .v6_16Stable, vcpuCount: vcpuCount, profile: profile).run()
+        let new = try RuntimeServicesRoute(kernel: .mainline, vcpuCount: vcpuCount, profile: profile).run()
+        let driver = try DriverRoute(vcpuCount: vcpuCount, profile: profile).run()
+        let mmio = try MmioTrapRoute(vcpuCount: vcpuCount, profile: profile).run()
         let checks = RouteChecks.withoutMapping(old) + RouteChecks.mainline(new) + RouteChecks.driver(driver, vcpuCount: vcpuCount)
             + RouteChecks.mmio(mmio)
         return Report(withoutMapping: old, mainline: new, driver: driver, mmio: mmio, checks: checks,

@@ -9,7 +9,8 @@ import SvsmAbi
 /// efivarfs: each request holds one vCPU and calls the SVSM through that vCPU's own CAA.
 public struct DriverRoute: Sendable {
     public let vcpuCount: Int
-    public init(vcpuCount: Int) { self.vcpuCount = vcpuCount }
+    public let profile: SvsmProfile
+    public init(vcpuCount: Int, profile: SvsmProfile = .edk2) { self.vcpuCount = vcpuCount; self.profile = profile }
 
     public struct Run: Sendable {
         /// One read per vCPU (requests are spread over the vCPUs), then a write and a
@@ -28,6 +29,7 @@ public struct DriverRoute: Sendable {
         let log = SvsmCallLog()
         var config = Machine.Configuration()
         config.vcpuCount = vcpuCount
+        config.profile = profile
         config.observer = log
         let m = try Machine(config)
         log.setProbe { [vcpus = m.vcpus] _ in

@@ -26,11 +26,13 @@ public struct MmioTrapRoute: Sendable {
     }
 
     public let vcpuCount: Int
-    public init(vcpuCount: Int) { self.vcpuCount = vcpuCount }
+    public let profile: SvsmProfile
+    public init(vcpuCount: Int, profile: SvsmProfile = .edk2) { self.vcpuCount = vcpuCount; self.profile = profile }
 
     public func run() throws -> Run {
         var config = Machine.Configuration()
         config.vcpuCount = vcpuCount
+        config.profile = profile
         let m = try Machine(config)
         // A VMGEXIT with protocol 4 in RAX but call_pending left 0: what an access trap
         // would look like to the SVSM if a host forwarded one as a plain exit.

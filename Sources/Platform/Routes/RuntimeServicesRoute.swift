@@ -17,7 +17,10 @@ public struct RuntimeServicesRoute: Sendable {
 
     public let kernel: LinuxKernelRelease
     public let vcpuCount: Int
-    public init(kernel: LinuxKernelRelease, vcpuCount: Int) { self.kernel = kernel; self.vcpuCount = vcpuCount }
+    public let profile: SvsmProfile
+    public init(kernel: LinuxKernelRelease, vcpuCount: Int, profile: SvsmProfile = .edk2) {
+        self.kernel = kernel; self.vcpuCount = vcpuCount; self.profile = profile
+    }
 
     /// What efi_mm holds for one CPU's CAA.
     public struct CallingAreaView: Sendable {
@@ -48,6 +51,7 @@ public struct RuntimeServicesRoute: Sendable {
         let log = SvsmCallLog()
         var config = Machine.Configuration()
         config.vcpuCount = vcpuCount
+        config.profile = profile
         config.observer = log
         let m = try Machine(config)
         var notes: [String] = []

@@ -36,12 +36,16 @@ struct ScenarioCommand: ParsableCommand {
         @Option(name: .long, help: "Number of vCPUs, 1 to 512.")
         var vcpus: Int = 4
 
+        @Option(name: .long, help: ArgumentHelp("The store behind protocol 4: edk2, coconut or qemu.", valueName: "profile"))
+        var svsm: SvsmProfile = .edk2
+
         func validate() throws {
             guard (1...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 1 and 512") }
         }
 
         func run() throws {
-            let (boot, steps) = try CaaRelocationScenario(vcpuCount: vcpus).run()
+            let (boot, steps) = try CaaRelocationScenario(vcpuCount: vcpus, profile: svsm).run()
+            print("SVSM profile: \(svsm.rawValue) (\(svsm.summary))\n")
             print("Boot")
             for line in boot { print("  \(line)") }
             for (i, s) in steps.enumerated() {
@@ -75,12 +79,16 @@ struct ScenarioCommand: ParsableCommand {
         @Option(name: .long, help: "Number of vCPUs, 2 to 512 (two are needed to show a migration).")
         var vcpus: Int = 4
 
+        @Option(name: .long, help: ArgumentHelp("The store behind protocol 4: edk2, coconut or qemu.", valueName: "profile"))
+        var svsm: SvsmProfile = .edk2
+
         func validate() throws {
             guard (2...512).contains(vcpus) else { throw ValidationError("--vcpus must be between 2 and 512") }
         }
 
         func run() throws {
-            let report = try CaaRoutesScenario(vcpuCount: vcpus).run()
+            let report = try CaaRoutesScenario(vcpuCount: vcpus, profile: svsm).run()
+            print("SVSM profile: \(svsm.rawValue) (\(svsm.summary))\n")
             for line in CaaRoutesText.lines(report, vcpuCount: vcpus) { print(line) }
             if !report.ok { throw ExitCode(1) }
         }
