@@ -24,7 +24,7 @@ public final class VariableService: MmService {
         var unsynced: [(ticket: JournalTicket, changes: StoreTransaction)] = []
     }
 
-    public init(store: some MmVariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
+    public init(store: any MmVariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
         self.state = Locked(State(store: store))
         self.journal = journal
     }
