@@ -32,12 +32,17 @@ struct KernelModuleTests {
         /// Console output per boot.
         var consoles: [String]
         var hostLog: String
+        /// The --store directory (removed with the work directory).
+        var store: String
         /// serve-svsm --log-requests, every boot.
         var requests: [String]
         /// The host store after the run (nil without one): `get BootOrder-global --hex`,
         /// `get KvmPersist-… --raw`.
         var storeBootOrder: Shell.Result?
         var storePersist: Shell.Result?
+        /// The end of a first run's console that panicked before the module was loaded
+        /// (this session is the second run), else nil.
+        var earlyPanic: String?
     }
 
     /// kernel/build.sh from a clean output directory, so that a warning from an earlier
@@ -63,6 +68,19 @@ struct KernelModuleTests {
         try requirePrerequisites(.root, .qemu, .ovmf, .kernelCache, .vmPackages, .gcc, .staticLibc, .efivar, .efibootmgr, .chattr)
         let built = try build.get()
         guard built.status == 0 else { throw MmRequestComparison.BadLog(reason: "kernel/build.sh failed:\n\(built.out)") }
+        let first = runOnce(profile: profile, store: useStore, steps: steps)
+        // QEMU 7.2 under TCG now and then oopses in early boot (kernel/README.md, "Open
+        // points"). A boot that panicked before the module was loaded says nothing about
+        // the module, so such a session is run once more.
+        guard first.vm.status != 0, let last = first.consoles.last, last.contains("Kernel panic"), !last.contains("KVM-LOAD") else {
+            return first
+        }
+        var again = runOnce(profile: profile, store: useStore, steps: steps)
+        again.earlyPanic = String(last.suffix(1500))
+        return again
+    }
+
+    static func runOnce(profile: [String], store useStore: Bool, steps: [String]) -> Session {
         let start = Date()
         let work = Bridge.makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: work) }
@@ -79,7 +97,7 @@ struct KernelModuleTests {
             useStore ? Shell.run("\(cli[0]) get \(arguments) \(cli.dropFirst().joined(separator: " ")) --store '\(store)'") : nil
         }
         return Session(
-            vm: vm, seconds: Date().timeIntervalSince(start), consoles: consoles, hostLog: read(work + "/host.log"),
+            vm: vm, seconds: Date().timeIntervalSince(start), consoles: consoles, hostLog: read(work + "/host.log"), store: store,
             requests: read(requestLog).split(separator: "\n").map(String.init),
             storeBootOrder: get("BootOrder-global --hex"), storePersist: get("KvmPersist-\(vmGuid) --raw"))
     }
@@ -96,9 +114,12 @@ struct KernelModuleTests {
         return (lines[(begin + 1)..<end].joined(separator: "\n"), Int(lines[end].split(separator: "=").last ?? ""))
     }
 
-    /// The session ran every step, in `boots` boots, each loading the module (whose log
-    /// says whether the SVSM keeps variable properties) with a serve-svsm of its own.
-    static func expectSession(_ s: Session, boots: Int, properties: String) throws {
+    /// The session ran every step, in `boots` boots, each loading the module with a
+    /// serve-svsm of its own. `properties`: whether the SVSM keeps variable properties, as
+    /// the load log says; then each SetVariable asks VAR_CHECK_VARIABLE_PROPERTY_GET first,
+    /// else only the load does. `store`: how serve-svsm's log names its store.
+    static func expectSession(_ s: Session, boots: Int, properties: Bool, store: String) throws {
+        if let panic = s.earlyPanic { print("KernelModuleTests: run again after a panic before the module was loaded:\n\(panic)") }
         let tail = String(s.vm.out.suffix(3000))
         try #require(s.vm.status == 0, "kernel-vm.sh exit \(s.vm.status):\n\(tail)\n\(s.vm.err.suffix(2000))\nhost log:\n\(s.hostLog)")
         #expect(s.vm.out.contains("kernel-vm.sh: \(boots) boot(s), 0 failed step(s)"))
@@ -106,10 +127,16 @@ struct KernelModuleTests {
         for console in s.consoles {
             #expect(console.contains("KVM-LOAD rc=0") && console.contains("KVM-MOUNT rc=0"))
             #expect(console.contains("svsm_efivars: Using SVSM-based EFI runtime variable services (shm transport)"))
-            #expect(console.contains("payload 65496 bytes, 65536-byte buffer per CPU, variable properties \(properties)"))
+            #expect(console.contains("payload 65496 bytes, 65536-byte buffer per CPU, variable properties \(properties ? "used" : "not supported")"))
         }
+        let requests = try MmRequestLog.parse(s.requests)
+        let sets = requests.filter { $0.function == MmRequest.setVariable }.count
+        let varChecks = requests.filter { $0.function == MmRequest.varCheckGet }.count
+        #expect(sets > 10)
+        #expect(properties ? varChecks == boots + sets : varChecks == boots, "\(varChecks) VAR_CHECK for \(sets) SET_VARIABLE in \(boots) boot(s)")
         #expect(s.consoles.last?.contains("KVM-DONE") == true)
         // The host: started for each boot; each boot's module load is a new generation.
+        #expect(s.hostLog.components(separatedBy: "] \(store) ready;").count == boots + 1, "\(s.hostLog)")
         #expect(s.hostLog.components(separatedBy: "kernel-vm.sh: starting the host:").count == boots + 1, "\(s.hostLog)")
         for generation in 1...boots {
             #expect(s.hostLog.contains("attached: generation \(generation): 2 vCPUs"))
@@ -169,10 +196,9 @@ struct KernelModuleTests {
     @Test("edk2: two boots; the efivarfs selftests, efivar, efibootmgr; BootOrder and a new variable survive a reboot with a restarted host")
     func bootAndReboot() throws {
         let s = try Self.edk2.get()
-        try Self.expectSession(s, boots: 2, properties: "used")
+        try Self.expectSession(s, boots: 2, properties: true, store: "edk2 store \(s.store)")
         let (first, second) = (s.consoles[0], s.consoles[1])
         Self.expectTools(first, appended: true)
-        #expect(s.hostLog.contains("] edk2 store /"), "\(s.hostLog)")
 
         // The second boot: a new QEMU process, a new serve-svsm on the same store.
         #expect(second.contains("KVM-BOOT step=6"))
@@ -188,9 +214,8 @@ struct KernelModuleTests {
     @Test("qemu: the selftests, efivar, efibootmgr; no variable properties, and APPEND_WRITE refused outside the Secure Boot databases")
     func qemuProfile() throws {
         let s = try Self.qemu.get()
-        try Self.expectSession(s, boots: 1, properties: "not supported")
+        try Self.expectSession(s, boots: 1, properties: false, store: "qemu store \(s.store)")
         Self.expectTools(s.consoles[0], appended: false)
-        #expect(s.hostLog.contains("] qemu store /"), "\(s.hostLog)")
         Self.expectStore(s)
         #expect(s.seconds < 120, "the session took \(Int(s.seconds)) s")
     }
@@ -198,10 +223,9 @@ struct KernelModuleTests {
     @Test("coconut: the selftests, efivar, efibootmgr; no variable properties, APPEND_WRITE refused; a reboot with a restarted serve-svsm finds OVMF's defaults again")
     func coconutProfile() throws {
         let s = try Self.coconut.get()
-        try Self.expectSession(s, boots: 2, properties: "not supported")
+        try Self.expectSession(s, boots: 2, properties: false, store: "coconut store in memory")
         Self.expectTools(s.consoles[0], appended: false)
         #expect(s.hostLog.components(separatedBy: "COCONUT keeps no variables across SVSM starts: the store starts empty").count == 3, "\(s.hostLog)")
-        #expect(s.hostLog.contains("coconut store in memory ready"))
 
         // The second boot: a new serve-svsm, whose store holds only what OVMF writes.
         #expect(s.consoles[1].contains("KVM-BOOT step=5"))
