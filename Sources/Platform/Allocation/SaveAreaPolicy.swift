@@ -13,7 +13,7 @@ public enum FirmwarePhase: String, Sendable, Codable, CaseIterable, CustomString
 public enum SaveAreaScheme: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
     /// The reporter's build as the thread describes it (svsm-devel 2025-May/000572, Gerd
     /// Hoffmann quoting the report): 1 Reserved (CAA) and 1 usable (a VMSA "allocated then
-    /// freed") page alternating. The reporter's firmware source is not available, so this is
+    /// freed") page alternating. The reporter's firmware source was not found, so this is
     /// a decision that reproduces the description: per AP `AllocateReservedPages (2)` → VMSA,
     /// CAA = VMSA + 4 KiB; once every AP of the phase has been started, each VMSA page is freed
     /// and the CAA kept. Freeing right after each allocation would not alternate: PEI returns
