@@ -3,7 +3,7 @@ import Testing
 import TestSupport
 import SvsmEfiVars
 
-/// Issue #7 with the real firmware: OVMF (Debian's OVMF_CODE_4M.fd) in QEMU boots the same
+/// Persistence with the real firmware: OVMF (Debian's OVMF_CODE_4M.fd) in QEMU boots the same
 /// OVMF_VARS.fd the bridge serves with --from-fd, and its UEFI shell's `dmpstore -all`
 /// (printed on the serial console) is compared with the mount.
 ///

@@ -5,7 +5,7 @@ import EfiTypes
 import Platform
 import VariableService
 
-/// `efivarfs-bridge run [mount options] -- CMD [ARGS...]` (issue #18): CMD runs in a private
+/// `efivarfs-bridge run [mount options] -- CMD [ARGS...]`: CMD runs in a private
 /// mount namespace where the store is mounted at /sys/firmware/efi/efivars and looks like
 /// the kernel's efivarfs, so EFI tools work unchanged.
 ///
