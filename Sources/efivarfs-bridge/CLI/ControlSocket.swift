@@ -17,11 +17,41 @@ import VariableService
 /// server's driver and gets its `CommandOutput` back as JSON.
 enum ControlSocket {
     static func path(forMountPoint mountPoint: String) -> String {
-        let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: mountPoint)) ?? mountPoint
-        let resolved = URL(fileURLWithPath: real).standardizedFileURL.resolvingSymlinksInPath().path
+        let resolved = realPath(ofMountPoint: mountPoint)
         let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         let name = String(Crc32.checksum(Array(resolved.utf8)), radix: 16)
         return "\(base)/efivarfs-bridge-\(getuid())/\(name).sock"
+    }
+
+    /// The mount point's real path, found without a stat of the mount point itself: on a
+    /// live mount that stat is a FUSE request to the server, and a stopped or hung server
+    /// leaves the caller waiting in the kernel (request_wait_answer, state D) — `stats` of a
+    /// stopped server hung there instead of saying it did not answer. Only the parent
+    /// directory is resolved (realpath); the last component is followed only when it is a
+    /// symbolic link, which readlink(2) learns from the parent directory without asking the
+    /// mounted filesystem.
+    static func realPath(ofMountPoint mountPoint: String) -> String {
+        // Absolute and without "." or ".." (lexically: getcwd(3) asks no filesystem).
+        func lexical(_ p: String) -> String {
+            var parts: [Substring] = []
+            let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+            for c in absolute.split(separator: "/") where c != "." {
+                if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+            }
+            return "/" + parts.joined(separator: "/")
+        }
+        var path = lexical(mountPoint)
+        for _ in 0..<40 {  // MAXSYMLINKS
+            guard path != "/" else { return path }
+            let parent = (path as NSString).deletingLastPathComponent
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else {
+                guard let r = realpath(parent, nil) else { return path }
+                defer { free(r) }
+                return (String(cString: r) as NSString).appendingPathComponent((path as NSString).lastPathComponent)
+            }
+            path = lexical(target.hasPrefix("/") ? target : parent + "/" + target)
+        }
+        return path
     }
 
     /// How long a client waits for a server's answer: a stopped or hung server must not hang
