@@ -186,9 +186,18 @@ public final class Machine: Sendable {
         config.enrolledKeys?.enroll(into: &store)
         store.initializeAuthVariables()
         // What power-on changed in the non-volatile store (AuthVariableLib's initial
-        // variables, enrolled keys) is saved before the firmware runs.
-        if let j = journal {
-            do { try j.saveAtPowerOn(store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) }) } catch {
+        // variables, enrolled keys) is saved before the firmware runs — only if it changed
+        // something: saving rewrites the store whole (a new checkpoint, a JSON rewrite), and
+        // a store whose disk filled up (writes refused with ENOSPC) must still open and be
+        // read until space is freed.
+        // (Compared regardless of order: rewriting a variable with its own value moves it to
+        // the end of the store's order, and changes nothing worth a rewrite.)
+        let atPowerOn = store.nonVolatileVariables.map { ExportedVariable($0.0, $0.1) }
+        func values(_ v: [ExportedVariable]) -> [VariableKey: StoredVariable] {
+            Dictionary(v.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        }
+        if let j = journal, values(atPowerOn) != values(saved) {
+            do { try j.saveAtPowerOn(atPowerOn) } catch {
                 throw .store(.io(error))
             }
         }
