@@ -49,6 +49,11 @@ public final class Machine: Sendable {
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
         public var enrolledKeys: KeyEnrollment?
+        /// Where `enrolledKeys` (certificates and private keys) are written, once the store
+        /// has accepted them.
+        public var enrolledKeysDirectory: String?
+        /// Let `enrolledKeys` replace a PK the store already has (else the boot is refused).
+        public var replaceKeys = false
         public var store: StoreChoice = .memory
         /// Written into the store's lock: how to reach this server.
         public var lockNote = ""
@@ -62,6 +67,9 @@ public final class Machine: Sendable {
         case probe(SvsmVariableDriver.ProbeError)
         case store(StoreOpenError)
         case storeSize(String)
+        /// Keys to enrol into a store that already has a PK, without `replaceKeys`.
+        case platformKeyPresent(store: String)
+        case keys(String)
         public var description: String {
             switch self {
             case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
@@ -70,6 +78,9 @@ public final class Machine: Sendable {
             case .probe(let e): return "driver probe: \(e)"
             case .store(let e): return e.description
             case .storeSize(let s): return s
+            case .platformKeyPresent(let s):
+                return "the store \(s) already has a PK; --enroll-generate would replace it, KEK and db, taking Secure Boot away from whoever holds that PK's key. Pass --replace-keys to do that"
+            case .keys(let s): return "--enroll-generate: \(s)"
             }
         }
     }
@@ -183,7 +194,17 @@ public final class Machine: Sendable {
         } catch let e as StoreOpenError { throw .store(e) } catch let e as BootError { throw e } catch { throw .storeSize("\(error)") }
         var store = VariableStore(limits: limits)
         store.restore(saved)
-        config.enrolledKeys?.enroll(into: &store)
+        if let keys = config.enrolledKeys {
+            // Replacing a store's PK is not undone by removing the generated files: the
+            // store's owner loses control of its Secure Boot keys. Only on request.
+            if !config.replaceKeys, store.find(VariableKey("PK", .globalVariable)) != nil {
+                throw .platformKeyPresent(store: config.store.path ?? "in memory")
+            }
+            if let dir = config.enrolledKeysDirectory {
+                do { try keys.write(into: dir) } catch { throw .keys(error.description) }
+            }
+            keys.enroll(into: &store)
+        }
         store.initializeAuthVariables()
         // What power-on changed in the non-volatile store (AuthVariableLib's initial
         // variables, enrolled keys) is saved before the firmware runs — only if it changed

@@ -117,7 +117,11 @@ struct MountCommand: ParsableCommand {
         config.recordBoot = logger.logLevel <= .debug
         logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(config.store.path ?? "in memory")")
         if let dir = enrollGenerate {
-            do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
+            // Written into `dir` by the boot, once the store has accepted them (a store that
+            // already has a PK refuses them without --replace-keys).
+            do { config.enrolledKeys = try KeyEnrollment.generate() } catch { fail("--enroll-generate: \(error)") }
+            config.enrolledKeysDirectory = dir
+            config.replaceKeys = replaceKeys
         }
         let machineInstance: Machine
         do { machineInstance = try Machine(config) } catch { fail(error.description) }
