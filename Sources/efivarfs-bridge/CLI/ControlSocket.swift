@@ -73,7 +73,7 @@ enum ControlSocket {
     }
 
     /// Serves every connection on a thread of its own until the process ends.
-    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine) {
+    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine, readOnly: Bool = false) {
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         unlink(path)
@@ -90,7 +90,7 @@ enum ControlSocket {
                 // A client that never finishes its request must not stop the others.
                 setTimeout(c, timeout)
                 let request = readAll(c, limit: 1 << 20)
-                let reply = answer(request, stats: stats, machine: machine)
+                let reply = answer(request, stats: stats, machine: machine, readOnly: readOnly)
                 _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
                 close(c)
             }
@@ -120,7 +120,7 @@ enum ControlSocket {
         return out
     }
 
-    static func answer(_ request: [UInt8]?, stats: () -> String, machine: Machine) -> [UInt8] {
+    static func answer(_ request: [UInt8]?, stats: () -> String, machine: Machine, readOnly: Bool = false) -> [UInt8] {
         guard let request, let obj = try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any],
               let argv = obj["argv"] as? [String] else {
             return Array(stats().utf8)
@@ -129,7 +129,14 @@ enum ControlSocket {
         do {
             let parsed = try EfivarfsBridge.parseAsRoot(argv)
             if let command = parsed as? any DriverCommand {
-                output = command.perform(on: machine)
+                // A store served read-only (-o ro) is read-only for the scripting commands
+                // too: the mount's EROFS must not be bypassed through its own server.
+                if readOnly && type(of: command).changesStore {
+                    output = .fail("\(argv.dropFirst().first ?? ""): refused: EFI_WRITE_PROTECTED (the live mount serving this store is read-only, -o ro)",
+                                   code: CliExit.refused)
+                } else {
+                    output = command.perform(on: machine)
+                }
             } else {
                 output = .fail("\(argv.first ?? "") cannot run through a live mount", code: 64)
             }

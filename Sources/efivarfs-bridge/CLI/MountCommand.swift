@@ -147,7 +147,7 @@ struct MountCommand: ParsableCommand {
             let vcpus = machineInstance.vcpus
             try fuse.serve(fs, ready: {
                 ControlSocket.serve(path: control, stats: { ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service) },
-                                    machine: machineInstance)
+                                    machine: machineInstance, readOnly: opts.readOnly)
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }, exitNow: {

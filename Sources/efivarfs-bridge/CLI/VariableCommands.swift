@@ -48,10 +48,13 @@ protocol DriverCommand: ParsableCommand {
     /// The arguments to send to a live mount's server: whatever must be read on this side
     /// (a file named relative to the caller) is replaced by what it holds.
     func argumentsForServer() throws -> [String]
+    /// Whether the command changes the store (refused by a read-only mount's server).
+    static var changesStore: Bool { get }
 }
 
 extension DriverCommand {
     func argumentsForServer() throws -> [String] { Array(CommandLine.arguments.dropFirst()) }
+    static var changesStore: Bool { false }
 
     func run() throws {
         let output: CommandOutput
@@ -176,6 +179,7 @@ struct DeleteCommand: DriverCommand {
                                                     discussion: "Example:\n  efivarfs-bridge delete BootNext-global")
     @Argument(help: "Name-GUID, GUID-Name, or Name-<short GUID name>.") var name: String
     @OptionGroup var machine: MachineOptions
+    static var changesStore: Bool { true }
     func validate() throws { _ = try parseName(name) }
     func perform(on m: Machine) -> CommandOutput {
         guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }
