@@ -97,7 +97,7 @@ struct MountCommand: ParsableCommand {
         // contend (measured on 2 cores: 16 threads ran a mixed load at half the speed of 4,
         // whatever the vCPU count). Requests still rotate over every vCPU.
         let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, readOnly: opts.readOnly, threads: fuseThreads)
-        do { try fuse.checkMountPoint() } catch { fail(error.description) }
+        checkMountPoint(fuse)
         if let dir = enrollGenerate, !replaceKeys { try refuseExistingKeys(dir) }
         if !foreground && readyFd == nil {
             throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
@@ -159,6 +159,34 @@ struct MountCommand: ParsableCommand {
             logger.info("unmounted \(mountPoint)")
         } catch { shutDown(); fail(error.description) }
         withExtendedLifetime(machineInstance) {}
+    }
+
+    /// The mount point checks stat it, and a stat of a FUSE mount whose server is stopped or
+    /// hung never returns (the caller waits in the kernel for the server's answer). So when
+    /// the mount table already lists the mount point, the checks run on a thread of their
+    /// own, and `mount` gives up on them after a few seconds instead of hanging.
+    func checkMountPoint(_ fuse: FuseMount) {
+        let real = ControlSocket.realPath(ofMountPoint: mountPoint)
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let listed = table.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && RunCommand.unescapeMountField(String(fields[4])) == real
+        }
+        guard listed else {
+            do { try fuse.checkMountPoint() } catch { fail(error.description) }
+            return
+        }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let check = fuse
+        nonisolated(unsafe) var outcome: String?
+        Thread {
+            do { try check.checkMountPoint() } catch { outcome = "\(error)" }
+            done.signal()
+        }.start()
+        if done.wait(timeout: .now() + 3) == .timedOut {
+            fail("mount point \(mountPoint) is a mount whose server does not answer (stopped or hung?); resume or end its server, or detach it with `umount -l \(mountPoint)`")
+        }
+        if let outcome { fail(outcome) }
     }
 
     /// `--enroll-generate` into a directory that already holds keys would overwrite them,
