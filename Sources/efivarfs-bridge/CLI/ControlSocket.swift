@@ -89,7 +89,9 @@ enum ControlSocket {
                 if c < 0 { if errno == EINTR { continue }; return }
                 // A client that never finishes its request must not stop the others.
                 setTimeout(c, timeout)
-                let request = readAll(c, limit: 1 << 20)
+                // As large as a client's reply may be: a `set --data-file` of a few MiB
+                // must reach perform() and get its size refusal, not be cut short.
+                let request = readAll(c, limit: 64 << 20)
                 let reply = answer(request, stats: stats, machine: machine, readOnly: readOnly)
                 _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
                 close(c)
@@ -151,13 +153,15 @@ enum ControlSocket {
         case unreachable
         /// The server took the request and did not answer in time (stopped, hung).
         case noAnswer
+        /// The server closed the connection without a whole answer.
+        case closed
     }
 
     /// Runs a scripting command in the server that holds the store.
     static func run(path: String, arguments: [String]) throws(ExchangeError) -> CommandOutput {
         guard let request = try? JSONSerialization.data(withJSONObject: ["argv": arguments]) else { throw .unreachable }
         let reply = try exchange(path: path, request: Array(request))
-        guard let output = try? JSONDecoder().decode(CommandOutput.self, from: Data(reply)) else { throw .noAnswer }
+        guard let output = try? JSONDecoder().decode(CommandOutput.self, from: Data(reply)) else { throw .closed }
         return output
     }
 
@@ -170,10 +174,20 @@ enum ControlSocket {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard ok == 0 else { throw .unreachable }
-        let sent = request.withUnsafeBytes { write(fd, $0.baseAddress, request.count) }
-        guard sent == request.count else { throw .noAnswer }
+        // A timeout (EAGAIN) is a server that does not answer; any other failure, or an empty
+        // reply, one that closed the connection (MSG_NOSIGNAL: no SIGPIPE to die of).
+        var sent = 0
+        while sent < request.count {
+            let n = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, request.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw errno == EAGAIN || errno == EWOULDBLOCK ? .noAnswer : .closed
+            }
+            sent += n
+        }
         shutdown(fd, Int32(SHUT_WR))
-        guard let reply = readAll(fd, limit: 64 << 20), !reply.isEmpty else { throw .noAnswer }
+        guard let reply = readAll(fd, limit: 64 << 20) else { throw .noAnswer }
+        guard !reply.isEmpty else { throw .closed }
         return reply
     }
 

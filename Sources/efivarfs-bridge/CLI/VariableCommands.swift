@@ -67,6 +67,8 @@ extension DriverCommand {
                 case .unreachable: throw cliFail("the store \(store) is in use by \(owner), which does not answer on \(control)")
                 case .noAnswer:
                     throw cliFail("the store \(store) is in use by \(owner), which did not answer within \(Int(ControlSocket.timeout)) s (stopped or hung?)")
+                case .closed:
+                    throw cliFail("the store \(store) is in use by \(owner), which closed the connection on \(control) without an answer")
                 }
             }
         } catch {
