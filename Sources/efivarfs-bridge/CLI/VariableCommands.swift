@@ -108,7 +108,7 @@ struct ListCommand: DriverCommand {
     func perform(on m: Machine) -> CommandOutput {
         var out = CommandOutput()
         let (listing, entries): (VariableEnumeration, [(VariableKey, VariableAttributes, Int)]) = m.driver.onCpu { cpu in
-            let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: true)
+            let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: true, toleratingRepeats: true)
             let entries = listing.keys.compactMap { k -> (VariableKey, VariableAttributes, Int)? in
                 if case .bufferTooSmall(let a, let size)? = try? cpu.getVariable(k, capacity: 0) { return (k, a, size) }
                 return nil
