@@ -175,7 +175,7 @@ struct BadInputRegressionTests {
         let store = "--store '\(w)/s'"
         let answer = "efivarfs-bridge: the store \(w)/s is in use by process \(pid), which did not answer within 2 s (stopped or hung?)"
         for command in ["list", "get \(Self.bootOrder)", "set Greeting-\(testGuid) --attributes nv,bs,rt --hex 01",
-                        "delete Greeting-\(testGuid)", "info"] {
+                        "delete Other-\(testGuid)", "info"] {
             var r = Shell.Result(status: 0, out: "", err: "")
             let elapsed = Self.seconds { r = Shell.run("timeout -s KILL 15 '\(Self.bin)' \(command) \(store)", environment: env) }
             #expect(r.status == 1, "\(command): \(r.status) \(r.err)")
@@ -197,6 +197,9 @@ struct BadInputRegressionTests {
         kill(pid, SIGCONT)
         let after = Shell.run("timeout -s KILL 15 '\(Self.bin)' stats '\(m)'", environment: env)
         #expect(after.status == 0 && after.out.hasPrefix("SVSM calls: "), "\(after.err)")
+        // The set reported as not answered did not take effect when the server resumed.
+        let greeting = Shell.run("timeout -s KILL 15 '\(Self.bin)' get Greeting-\(testGuid) \(store)", environment: env)
+        #expect(greeting.status == 3 && greeting.err == "efivarfs-bridge: Greeting-\(testGuid): no such variable\n", "\(greeting.err)")
     }
 
     // MARK: 5. Long names

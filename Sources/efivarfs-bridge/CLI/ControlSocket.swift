@@ -92,6 +92,12 @@ enum ControlSocket {
                 // As large as a client's reply may be: a `set --data-file` of a few MiB
                 // must reach perform() and get its size refusal, not be cut short.
                 let request = readAll(c, limit: 64 << 20)
+                // A client that gave up waiting (this server was stopped past its timeout)
+                // has closed its end, and told its caller the command was not answered: do
+                // not run it now. (A client that only finished its request has shut down its
+                // writing side: no POLLHUP.)
+                var peer = pollfd(fd: c, events: 0, revents: 0)
+                if poll(&peer, 1, 0) == 1, peer.revents & Int16(POLLHUP) != 0 { close(c); continue }
                 let reply = answer(request, stats: stats, machine: machine, readOnly: readOnly)
                 _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
                 close(c)
