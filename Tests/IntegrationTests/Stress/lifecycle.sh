@@ -94,6 +94,7 @@ fuse_reader() {
 		bounded "read F0_$((RANDOM % 8))" cat "$mnt/F0_$((RANDOM % 8))-$guid" >/dev/null 2>&1
 		bounded "ls" ls "$mnt" >/dev/null 2>&1
 		echo . >> "$work/reads"
+		msleep 20
 	done
 }
 
@@ -119,6 +120,7 @@ cli_writer() {
 		err=$(bounded "set $n" "$bin" set "$n-$guid" --attributes nv,bs,rt --ascii "value-$j" --store "$store" 2>&1)
 		rc=$?
 		if [ $rc -eq 0 ]; then echo "$n $j" >> "$work/acked.cli"; else check_cli "set $n" $rc "$err" "0 1 4 124 137"; fi
+		msleep 100   # each command starts a process: leave the machine to the rest of the suite
 	done
 }
 
@@ -131,6 +133,7 @@ cli_reader() {
 		err=$(bounded "list" "$bin" list --store "$store" 2>&1 >/dev/null); rc=$?
 		check_cli "list" $rc "$err" "0 1 124 137"
 		echo . >> "$work/cli-reads"
+		msleep 100
 	done
 }
 
