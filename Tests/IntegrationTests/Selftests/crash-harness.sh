@@ -64,6 +64,9 @@ for round in $(seq 1 "$rounds"); do
 		if printf "\x07\x00\x00\x00value-$j" > "$mnt/$n-$guid"; then echo "$n $j" >> "$acked"; fi
 	  done ) 2>/dev/null &
 	writer=$!
+	# The random moment counts from the first acknowledged write: on a loaded machine (the
+	# whole suite in parallel) the writer may otherwise not get one in before the kill.
+	for _ in $(seq 500); do [ -s "$acked" ] && break; sleep 0.02; done
 	sleep "0.$(( (RANDOM % 40) + 5 ))"
 	kill -9 "$pid"
 	# SIGKILL: a test runner may have started us with SIGTERM blocked.
@@ -91,6 +94,8 @@ for round in $(seq 1 "$rounds"); do
 		fi
 	done
 	fusermount3 -u "$mnt"
+	# The next round's mount needs the store: wait for this round's server to let it go.
+	for _ in $(seq 250); do pgrep -f -- "mount ${storeargs[*]} $mnt --ready-fd" >/dev/null || break; sleep 0.02; done
 	writes=$(wc -l < "$acked")
 	total=$((total + writes))
 	if [ "$bad" -ne 0 ]; then failures=$((failures + 1));
