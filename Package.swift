@@ -88,7 +88,7 @@ let package = Package(
         .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "SvsmShmHost", "FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Platform", "SvsmShmHost", "TestSupport"],
+            dependencies: ["Platform", "SvsmEfiVars", "SvsmShmHost", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],
