@@ -1,14 +1,9 @@
 // swift-tools-version:6.1
 import PackageDescription
 
-// One target per layer of the real system; a target imports only what sits below it, so a
-// forbidden import fails the build. ARCHITECTURE.md draws this graph.
-//
-//   EfiTypes ─┬─ SvsmAbi ── Hardware ─┬─ Guest ── Driver ── Efivarfs ── EfivarfsFuse
-//             │                       ├─ Host
-//             │                       └─ Svsm ── SvsmShmHost (serve-svsm: the C module's host)
-//             └─ MmWire ─────────────────┴─ (Guest, Svsm) ; VariableService ← MmWire
-//   Platform: wires Guest, Driver, Host, Svsm and VariableService into a booted machine.
+// One target per layer of the real system. ARCHITECTURE.md draws the target graph, lists
+// every target with its direct dependencies (ArchitectureDocTests fails when that list and
+// this file disagree), and shows how the build rejects an import across the layers.
 let package = Package(
     name: "efivarfs-bridge",
     platforms: [.macOS(.v15)],
@@ -93,7 +88,7 @@ let package = Package(
         .testTarget(name: "SvsmEfiVarsTests", dependencies: ["Platform", "SvsmShmHost", "FuzzTargets", "TestSupport"]),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["Platform", "SvsmShmHost", "TestSupport"],
+            dependencies: ["Platform", "SvsmEfiVars", "SvsmShmHost", "TestSupport"],
             exclude: ["Selftests", "Fixtures", "Stress"]
         ),
     ],

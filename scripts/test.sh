@@ -10,5 +10,7 @@ cd "$(dirname "$0")/.."
 
 bash scripts/setup.sh
 swift --version
-swift build
-swift test "$@"
+# The layer rule: a target may import only the targets it declares (directly or through
+# them); SwiftPM's check turns an undeclared import into a build error.
+swift build --explicit-target-dependency-import-check error
+swift test --explicit-target-dependency-import-check error "$@"

@@ -17,14 +17,18 @@
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 static int stop_pipe[2] = { -1, -1 };
 
@@ -151,6 +155,21 @@ static int abort_connection(dev_t dev) {
     return ok ? 0 : -1;
 }
 
+// Detaches the mount lazily, as libfuse's fuse_kern_unmount does (umount2 MNT_DETACH as
+// root, else `fusermount3 -u -z`), but keeps /dev/fuse open: fuse_session_unmount() also
+// closes the session's descriptor, after which a worker's reply to a request that still
+// arrives from an open file fails with EBADF and its caller waits for the abort instead of
+// getting its answer during the grace period.
+static void detach_mount(const char *mountpoint) {
+    if (umount2(mountpoint, MNT_DETACH) == 0 || errno != EPERM) return;
+    char *argv[] = { "fusermount3", "-u", "-q", "-z", "--", (char *)mountpoint, NULL };
+    pid_t pid;
+    if (posix_spawnp(&pid, "fusermount3", NULL, NULL, argv, environ) == 0) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    }
+}
+
 int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads) {
     if (threads < 1) threads = 1;
     if (threads > 1024) threads = 1024;
@@ -178,7 +197,7 @@ int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned thread
     // Unmount (lazily, as libfuse does for root). With no file open the connection ends and
     // the workers stop; with files open it stays, and is aborted after a short grace period
     // in which those files' requests are still answered.
-    fuse_session_unmount(se);
+    detach_mount(mountpoint);
     int rc = 0;
     if (!wait_done(ws, started, 1000)) {
         if (dev == 0 || abort_connection(dev) != 0 || !wait_done(ws, started, 5000)) rc = 1;
@@ -186,6 +205,8 @@ int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned thread
     if (rc == 0) {
         for (unsigned i = 0; i < started; i++) pthread_join(ws[i].thread, NULL);
         free(ws);
+        // The connection is gone (the descriptor polls POLLERR), so this only closes it.
+        fuse_session_unmount(se);
     }
     return rc;
 }

@@ -27,9 +27,17 @@ extension SvsmVariableDriver.Cpu {
     /// offered; with `growing`, a BUFFER_TOO_SMALL answer is retried with the size the
     /// service asked for, up to what the MM payload can carry (a UEFI caller may do this;
     /// Linux's efivar_init does not, and stops).
-    public func enumerateVariables(nameBufferSize: Int, growing: Bool) -> VariableEnumeration {
+    ///
+    /// A name that comes back ends the walk with `.duplicate`, as efivar_init's does (a
+    /// firmware that loops). With `toleratingRepeats` the walk goes on from it instead: a
+    /// variable rewritten during the walk moves to the end of the store (edk2 appends its
+    /// new record, as this store's update order does), so the walk meets it once more — a
+    /// listing beside a live mount must not fail for that. A name that follows itself, or
+    /// more repeats than a rewrite per name could explain, is still a loop.
+    public func enumerateVariables(nameBufferSize: Int, growing: Bool, toleratingRepeats: Bool = false) -> VariableEnumeration {
         var keys: [VariableKey] = []
         var seen = Set<VariableKey>()
+        var repeats = 0
         var previous = VariableKey(guid: .zero, name: [])
         let largest = driver.maxPayloadSize - GetNextVariableNamePayload.nameOffset
         var size = nameBufferSize
@@ -40,8 +48,14 @@ extension SvsmVariableDriver.Cpu {
             }
             switch answer {
             case .next(let key):
-                guard seen.insert(key).inserted else { return VariableEnumeration(keys: keys, end: .duplicate(key)) }
-                keys.append(key)
+                if !seen.insert(key).inserted {
+                    guard toleratingRepeats, key != previous, repeats < 4 * keys.count + 16 else {
+                        return VariableEnumeration(keys: keys, end: .duplicate(key))
+                    }
+                    repeats += 1
+                } else {
+                    keys.append(key)
+                }
                 previous = key
             case .bufferTooSmall(let needed):
                 guard growing, needed > size, needed <= largest else {

@@ -9,7 +9,7 @@ import Darwin
 /// Used instead of Synchronization's `Mutex`: on Linux that one locks with raw futex system
 /// calls, which ThreadSanitizer does not intercept, so every access made under it was
 /// reported as a data race and `swift test --sanitize=thread` could not tell real races
-/// from these (issue #10). `pthread_mutex_lock` is intercepted, so the sanitizer checks the
+/// from these. `pthread_mutex_lock` is intercepted, so the sanitizer checks the
 /// real locking.
 public final class Locked<Value>: @unchecked Sendable {
     // For a lock without data use `Lock`: a zero-sized `value` here shares its address

@@ -1,6 +1,6 @@
 import SvsmEfiVars
 
-/// The fuzz targets of issue #10, one per layer that reads bytes it does not control.
+/// The fuzz targets, one per layer that reads bytes it does not control.
 /// Each `run` checks properties beyond "does not crash"; a violation stops the process.
 public enum FuzzTarget: String, CaseIterable, Sendable {
     /// (a) Protocol 4 and the core protocol as the SVSM sees them: guest memory contents

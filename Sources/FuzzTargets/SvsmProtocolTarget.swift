@@ -10,7 +10,8 @@ import SvsmEfiVars
 /// the call is allowed to write (the CAA's call_pending, the MM message area of a protocol 4
 /// request, the new CAA header of REMAP_CA, a PVALIDATE list's progress and the pages it
 /// validates). The SVSM must answer every call, and a successful protocol 4 request must
-/// have passed COCONUT's buffer checks.
+/// have passed COCONUT's buffer checks. The input's last byte picks the store behind
+/// protocol 4 (edk2's, QEMU's, COCONUT's), so every profile meets the same hostile guest.
 final class SvsmProtocolTarget: @unchecked Sendable {
     static let shared = SvsmProtocolTarget()
 
@@ -27,16 +28,17 @@ final class SvsmProtocolTarget: @unchecked Sendable {
     var shadow: [UInt8]
     /// Pages written during the last input, zeroed before the next one.
     var dirty: Set<UInt64> = []
-    let base: VariableStore
+    /// The booted stores of the three profiles.
+    let bases: [any MmVariableStore]
 
     init() {
         shadow = [UInt8](repeating: 0, count: Int(Self.ramSize))
-        base = FuzzStores.bootedStore()
+        bases = [FuzzStores.bootedStore()] + PeerStoreTarget.shared.bases
     }
 
     func run(_ data: [UInt8]) throws(PropertyViolation) {
         reset()
-        let service = VariableService(store: base)
+        let service = VariableService(store: bases[Int(data.last ?? 0) % bases.count])
         let svsm = Svsm(memory: memory, mmService: service)
         do { try svsm.launch(bootVmsa: Self.bootVmsa, firmwareCaa: Self.firmwareCaa) } catch { fatalError("launch: \(error)") }
         var input = FuzzInput(data)

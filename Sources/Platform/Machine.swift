@@ -56,6 +56,11 @@ public final class Machine: Sendable {
         public var recordBoot = false
         /// Secure Boot keys to find in the store at power-on.
         public var enrolledKeys: KeyEnrollment?
+        /// Where `enrolledKeys` (certificates and private keys) are written, once the store
+        /// has accepted them.
+        public var enrolledKeysDirectory: String?
+        /// Let `enrolledKeys` replace a PK the store already has (else the boot is refused).
+        public var replaceKeys = false
         public var store: StoreChoice = .memory
         /// Written into the store's lock: how to reach this server.
         public var lockNote = ""
@@ -94,6 +99,9 @@ public final class Machine: Sendable {
         case store(StoreOpenError)
         case storeSize(String)
         case profile(String)
+        /// Keys to enrol into a store that already has a PK, without `replaceKeys`.
+        case platformKeyPresent(store: String)
+        case keys(String)
         public var description: String {
             switch self {
             case .vcpuCount(let n): return "--vcpus must be between 1 and 512 (got \(n))"
@@ -103,6 +111,9 @@ public final class Machine: Sendable {
             case .store(let e): return e.description
             case .storeSize(let s): return s
             case .profile(let s): return s
+            case .platformKeyPresent(let s):
+                return "the store \(s) already has a PK; --enroll-generate would replace it, KEK and db, taking Secure Boot away from whoever holds that PK's key. Pass --replace-keys to do that"
+            case .keys(let s): return "--enroll-generate: \(s)"
             }
         }
     }
@@ -249,6 +260,16 @@ public final class Machine: Sendable {
                 if let n = config.nvStoreSize { limits.nvStoreSize = n }
             }
         } catch let e as StoreOpenError { throw .store(e) } catch let e as BootError { throw e } catch { throw .storeSize("\(error)") }
+        if let keys = config.enrolledKeys {
+            // Replacing a store's PK is not undone by removing the generated files: the
+            // store's owner loses control of its Secure Boot keys. Only on request.
+            if !config.replaceKeys, saved.contains(where: { $0.key == VariableKey("PK", .globalVariable) }) {
+                throw .platformKeyPresent(store: config.store.path ?? "in memory")
+            }
+            if let dir = config.enrolledKeysDirectory {
+                do { try keys.write(into: dir) } catch { throw .keys(error.description) }
+            }
+        }
         let store: any MmVariableStore
         switch config.profile {
         case .edk2:
@@ -277,10 +298,18 @@ public final class Machine: Sendable {
             s.powerOn(enrolment: config.coconut.secureBoot ? VirtfwEnrolment() : nil)
             store = s
         }
-        // What power-on changed in the non-volatile store (initial variables, enrolled
-        // keys) is saved before the firmware runs.
-        if let j = journal {
-            do { try j.saveAtPowerOn(store.nonVolatileExport) } catch { throw .store(.io(error)) }
+        // What power-on changed in the non-volatile store (initial variables, enrolled keys)
+        // is saved before the firmware runs — only if it changed something: saving rewrites
+        // the store whole (a new checkpoint, a JSON rewrite), and a store whose disk filled
+        // up (writes refused with ENOSPC) must still open and be read until space is freed.
+        // (Compared regardless of order: rewriting a variable with its own value moves it to
+        // the end of the store's order, and changes nothing worth a rewrite.)
+        let atPowerOn = store.nonVolatileExport
+        func values(_ v: [ExportedVariable]) -> [VariableKey: StoredVariable] {
+            Dictionary(v.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+        }
+        if let j = journal, values(atPowerOn) != values(saved) {
+            do { try j.saveAtPowerOn(atPowerOn) } catch { throw .store(.io(error)) }
         }
         return OpenedStore(store: store, journal: journal, firstBoot: saved.isEmpty || (config.profile == .coconut && !config.coconut.persistence),
                            nvStoreSize: limits.nvStoreSize, notes: notes)

@@ -4,9 +4,13 @@ import MmWire
 /// The SMM variable protocol handler (edk2 VariableSmm.c `SmmVariableHandler`): checks a
 /// message, runs the store function, and writes the answer in place.
 ///
-/// Decisions (uefi-variables.md §2.4): ReturnStatus is always written when the message
-/// has room for it; a structurally short payload gets EFI_BAD_BUFFER_SIZE (as QEMU), the
-/// edk2 "size overflow / unterminated name" class EFI_ACCESS_DENIED, an odd NameSize too.
+/// Decisions, where edk2 leaves a status unwritten or does not check: ReturnStatus is always
+/// written when the message has room for it, so a caller never reads back a stale status
+/// (edk2's handler returns without a status for a too-short message). A structurally short
+/// payload gets EFI_BAD_BUFFER_SIZE, as QEMU answers it (qemu/qemu hw/uefi/var-service-vars.c);
+/// the edk2 "size overflow / unterminated name" class gets EFI_ACCESS_DENIED, as edk2 answers
+/// it. An odd NameSize gets EFI_ACCESS_DENIED too: edk2 does not test it, but no UCS-2 name
+/// has an odd size, so it is the same malformed-name class.
 struct MmVariableHandler {
     let payloadLimit: Int
 

@@ -1,8 +1,9 @@
 import EfiTypes
 import MmWire
 
-/// SetVariable: edk2's validation pipeline in edk2's order (Variable.c
-/// `VariableServiceSetVariable`, then `UpdateVariable`), uefi-variables.md §4.5-§4.6.
+/// SetVariable: edk2's validation pipeline in edk2's order (tianocore/edk2
+/// MdeModulePkg/Universal/Variable/RuntimeDxe/Variable.c `VariableServiceSetVariable`, then
+/// `UpdateVariable`).
 extension VariableStore {
     /// The EFI_VARIABLE_AUTHENTICATION_2 descriptor at the start of AT data.
     struct AuthenticationDescriptor {
@@ -121,8 +122,10 @@ extension VariableStore {
         return .success
     }
 
-    /// A store without flash has no deleted records: only live records count, at boot time
-    /// and at runtime alike (uefi-variables.md §4.8 decision).
+    /// Only live records count, at boot time and at runtime alike. This is a decision: edk2
+    /// counts every record at runtime, deleted ones included, because flash cannot be
+    /// reclaimed then (Variable.c `VariableServiceQueryVariableInfoInternal`); a store without
+    /// flash removes a record when it is deleted, so it has nothing to reclaim.
     func hasSpace(for key: VariableKey, _ v: StoredVariable, replacing old: StoredVariable?) -> Bool {
         let newSize = StoreLimits.recordSize(nameSize: key.nameSize, dataSize: v.data.count)
         let oldSize = old.map { StoreLimits.recordSize(nameSize: key.nameSize, dataSize: $0.data.count) } ?? 0

@@ -3,8 +3,9 @@ import MmWire
 
 /// VarCheckLib and VarCheckUefiLib as OVMF links them into its MM variable driver
 /// (MdeModulePkg/Library/VarCheckLib/VarCheckLib.c,
-/// MdeModulePkg/Library/VarCheckUefiLib/VarCheckUefiLibNullClass.c). Active only after
-/// EndOfDxe; uefi-variables.md §4.10-§4.11 and §9.
+/// MdeModulePkg/Library/VarCheckUefiLib/VarCheckUefiLibNullClass.c, both tianocore/edk2;
+/// OVMF links them through OvmfPkg/OvmfPkgX64.dsc). Active only after EndOfDxe
+/// (VarCheckLib.c `VarCheckLibSetVariableCheck` returns EFI_SUCCESS until then).
 enum UefiDataCheck: Sendable {
     case none, loadOption, keyOption, devicePath, asciiString, array(Int)
 }
@@ -25,7 +26,7 @@ enum VarCheckTable {
                                                     minSize: minSize, maxSize: maxSize), check: check)
     }
 
-    /// Exact names in EFI_GLOBAL_VARIABLE (the §9 table).
+    /// Exact names in EFI_GLOBAL_VARIABLE (VarCheckUefiLibNullClass.c `mGlobalVariableList`).
     static let global: [String: UefiVariableRule] = [
         "LangCodes": rule(bsRt, 1, check: .asciiString),
         "Lang": rule(nvBsRt, 1, check: .asciiString),

@@ -42,7 +42,7 @@ public final class VariableService: MmService {
         }
     }
 
-    public init(store: some MmVariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
+    public init(store: any MmVariableStore = VariableStore(), journal: (any VariableJournal)? = nil) {
         self.state = Locked(State(store: store))
         self.journal = journal
     }

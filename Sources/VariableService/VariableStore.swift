@@ -5,9 +5,12 @@ import OrderedCollections
 /// The UEFI variable store with edk2's semantics (MdeModulePkg Variable.c, VariableParsing.c)
 /// and edk2's space accounting. A value type: `VariableService` owns it behind a lock.
 ///
-/// Order for GetNextVariableName (a decision, uefi-variables.md §4.4): all volatile
-/// variables, then all non-volatile ones, each in insertion order, an update moving the
-/// variable to the end of its store as edk2's append-then-delete does.
+/// Order for GetNextVariableName: all volatile variables, then all non-volatile ones, each
+/// in insertion order, an update moving the variable to the end of its store as edk2's
+/// append-then-delete does. This is a decision: UEFI asks only that each variable be
+/// returned once, and edk2 walks its volatile store, then its HOB store, then its NV store
+/// in record order (VariableParsing.c `VariableServiceGetNextVariableInternal`); this store
+/// has no HOB store, so the same walk without it is edk2's order.
 public struct VariableStore: Sendable {
     public var limits: StoreLimits
     public internal(set) var phase = BootPhase()

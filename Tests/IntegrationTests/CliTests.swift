@@ -67,6 +67,28 @@ struct CliTests {
         #expect(cli("set Timeout-global --attributes nv,zz --hex 00 \(s)").status == 64)
         #expect(cli("get Timeout-global --hex \(s)").out == "0000\n")
     }
+
+    @Test("the README's profile comparison: three info commands show each store's payload, VAR_CHECK, manifest and open questions")
+    func compareProfiles() throws {
+        func info(_ args: String) throws -> [String: Any] {
+            let r = cli("info --json \(args) --ephemeral")
+            try #require(r.status == 0, "info \(args): \(r.err)")
+            return try #require(JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        }
+        let edk2 = try info("--svsm edk2"), coconut = try info("--svsm coconut --coconut-secureboot"), qemu = try info("--svsm qemu")
+        #expect(edk2["profile"] as? String == "edk2" && coconut["profile"] as? String == "coconut" && qemu["profile"] as? String == "qemu")
+        #expect(edk2["var_check_properties"] as? Bool == true)
+        #expect(coconut["var_check_properties"] as? Bool == false && qemu["var_check_properties"] as? Bool == false)
+        #expect((coconut["manifest"] as? [String: Any])?["bytes"] as? String == "0000000002000000")
+        #expect((edk2["manifest"] as? [String: Any])?["bytes"] as? String == "0000000000000000")
+        #expect(coconut["secure_boot"] as? Int == 1 && coconut["pk"] as? Bool == true)
+        #expect((coconut["open_questions"] as? [String])?.isEmpty == false)
+        #expect((qemu["open_questions"] as? [String])?.isEmpty == true)
+        #expect(((qemu["query_variable_info"] as? [String: Any])?["nv,bs,rt"] as? [String: Any])?["maximum_storage"] as? Int == 262_144)
+        // COCONUT keeps nothing across SVSM starts: a store path is refused, with the reason.
+        let refused = cli("list --svsm coconut --store /nonexistent/store")
+        #expect(refused.status != 0 && refused.err.contains("--coconut-persistence"), "\(refused.err)")
+    }
 }
 
 @Suite("Live-mount tools: stats, logging, completions", .serialized)

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 
-/// Issue #10, resource limits: a full store, thousands of open files, one-byte reads.
+/// Resource limits: a full store, thousands of open files, one-byte reads.
 @Suite("Resource limits")
 struct ResourceLimitTests {
     static let crashGuid = "cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0"

@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// `efivarfs-bridge run -- CMD` (issue #18) with real, unchanged tools from Debian packages.
+/// `efivarfs-bridge run -- CMD` with real, unchanged tools from Debian packages.
 /// Every test checks what the tool printed or wrote inside `run`, and that the same tool
 /// outside still sees the host as it is; `HostView` checks that nothing was left behind.
 @Suite("efivarfs-bridge run: EFI tools unchanged", .serialized)

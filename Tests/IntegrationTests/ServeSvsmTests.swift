@@ -58,6 +58,17 @@ struct ServeSvsmTests {
             }
             return (get(regs + 0x1F8), get(regs + 0x308))
         }
+
+        /// A UEFI MM request in vCPU 0's buffer (window offset 1 MiB; `bufferSize` is RDX):
+        /// the reply's ReturnStatus and the first `payload.count` bytes of its payload, nil
+        /// when the SVSM call failed or was not answered.
+        func mm(_ function: SmmVariableFunction, _ payload: [UInt8], bufferSize: UInt64 = 0x1_0000) -> (status: UInt64, payload: [UInt8])? {
+            let at = 0x10_0000
+            let request = MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(function, payload: payload))
+            request.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: request.count) }
+            guard call(vcpu: 0, rax: 4 << 32 | 1, rcx: ServeSvsmTests.gpa + UInt64(at), rdx: bufferSize)?.rax == 0 else { return nil }
+            return (get(at + 24 + 8), (0..<payload.count).map { get(at + 40 + $0) })
+        }
     }
 
     static func start(_ arguments: [String]) throws -> Process {
@@ -122,6 +133,76 @@ struct ServeSvsmTests {
         // The store was created and released: a scripting command opens it.
         let get = Shell.run("'\(Bridge.binary)' get Timeout-global --hex --store '\(store)'")
         #expect(get.status == 0 && get.out == "0000\n", "\(get.out)\(get.err)")
+    }
+
+    /// One profile's expected answers (`{store}` in the arguments is a fresh directory).
+    struct ProfileCase: Sendable, CustomTestStringConvertible {
+        var arguments: [String]
+        /// GET_PAYLOAD_SIZE asked through a 4 KiB buffer.
+        var payloadIn4K: UInt64
+        /// VAR_CHECK_VARIABLE_PROPERTY_GET for a variable without a property.
+        var varCheck: UInt64
+        /// Whether a variable written before a restart of serve-svsm is there after it.
+        var persists: Bool
+        var testDescription: String { arguments.joined(separator: " ") }
+    }
+
+    static let efiUnsupported: UInt64 = 0x8000_0000_0000_0003, efiBufferTooSmall: UInt64 = 0x8000_0000_0000_0005
+    static let efiNotFound: UInt64 = 0x8000_0000_0000_000E
+
+    @Test("--svsm reaches the store: the payload size, VAR_CHECK and persistence across a restart are the profile's",
+          arguments: [
+              ProfileCase(arguments: ["--store", "{store}"], payloadIn4K: 65496, varCheck: efiNotFound, persists: true),
+              // QEMU's uefi-vars answers relative to the buffer and has no VAR_CHECK handler.
+              ProfileCase(arguments: ["--svsm", "qemu", "--store", "{store}"], payloadIn4K: 4096 - 40, varCheck: efiUnsupported, persists: true),
+              // COCONUT without its persistence feature: an in-memory store, empty at every start.
+              ProfileCase(arguments: ["--svsm", "coconut"], payloadIn4K: 65496, varCheck: efiUnsupported, persists: false),
+              ProfileCase(arguments: ["--svsm", "coconut", "--coconut-persistence", "--store", "{store}"], payloadIn4K: 65496, varCheck: efiUnsupported, persists: true),
+          ])
+    func profiles(_ c: ProfileCase) throws {
+        try requirePrerequisites(.root)
+        let dir = Bridge.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shm = "/dev/shm/efivarfs-bridge-serve-test-\(getpid())-profile"
+        defer { unlink(shm) }
+        let arguments = ["--shm", shm] + c.arguments.map { $0 == "{store}" ? dir + "/store" : $0 }
+        let guid = try #require(EfiGuid("5f1e7a3c-2b4d-4e6f-8a9b-0c1d2e3f4a5b"))
+        let name = Ucs2.units("ServeSvsmProfile")
+
+        var p = try Self.start(arguments)
+        defer { Self.stop(p) }
+        try #require(Self.waitForFile(shm, size: 16 << 20), "serve-svsm did not create the file")
+        let guest = try Guest(path: shm)
+        try #require(guest.attach(vcpus: 1, generation: 1), "no host_generation")
+        let size = try #require(guest.mm(.getPayloadSize, [UInt8](repeating: 0, count: 8), bufferSize: 0x1000))
+        #expect(size.status == 0 && size.payload.loadLE(UInt64.self, at: 0) == c.payloadIn4K)
+        #expect(guest.mm(.varCheckVariablePropertyGet, VarCheckPropertyPayload.encode(guid: guid, name: name))?.status == c.varCheck)
+        let set = AccessVariablePayload.encode(guid: guid, name: name, attributes: 7, dataSize: 2, data: Array("on".utf8))
+        #expect(guest.mm(.setVariable, set)?.status == 0)
+
+        p.terminate()
+        p.waitUntilExit()
+        #expect(p.terminationStatus == 0)
+        p = try Self.start(arguments)
+        try #require(guest.attach(vcpus: 1, generation: 2), "no host_generation after the restart")
+        let get = try #require(guest.mm(.getVariable, AccessVariablePayload.encode(guid: guid, name: name, attributes: 0, dataSize: 0)))
+        #expect(get.status == (c.persists ? Self.efiBufferTooSmall : Self.efiNotFound))
+        #expect(get.payload.loadLE(UInt64.self, at: AccessVariablePayload.dataSizeOffset) == (c.persists ? 2 : 0))
+    }
+
+    @Test("a store the profile cannot have is refused before the shared-memory file is made")
+    func profileRefusals() throws {
+        let dir = Bridge.makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let shm = "/dev/shm/efivarfs-bridge-serve-test-\(getpid())-refused"
+        defer { unlink(shm) }
+        let coconut = Shell.run("'\(Bridge.binary)' serve-svsm --shm '\(shm)' --svsm coconut --store '\(dir)/store'")
+        #expect(coconut.status == 1 && coconut.err.contains("--svsm coconut keeps no variables across SVSM starts"), "\(coconut.err)")
+        #expect(coconut.err.contains("add --coconut-persistence"))
+        #expect(!FileManager.default.fileExists(atPath: dir + "/store"))
+        let qemu = Shell.run("'\(Bridge.binary)' serve-svsm --shm '\(shm)' --svsm qemu --coconut-persistence --ephemeral")
+        #expect(qemu.status == 1 && qemu.err.contains("apply to --svsm coconut only"), "\(qemu.err)")
+        #expect(!FileManager.default.fileExists(atPath: shm))
     }
 
     @Test("--fault no-answer: attached, but no doorbell is answered")

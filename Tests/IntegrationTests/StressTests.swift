@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// Issue #10, concurrency: 128 clients (8 processes x 16 threads, `Stress/stress.c`) on a
+/// Concurrency: 128 clients (8 processes x 16 threads, `Stress/stress.c`) on a
 /// mount with `--vcpus 128` and a durable store, for a bounded time (8 s here;
 /// EFIVARFS_STRESS_SECONDS for a longer run). A watchdog kills the clients if they are not
 /// done well after that, which fails the test (a deadlock). Afterwards the bridge must

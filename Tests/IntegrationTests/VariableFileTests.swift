@@ -174,6 +174,37 @@ struct LiveFileTests {
         }
     }
 
+    @Test("--from-fd takes the firmware build from the file: a blank OVMF_VARS_4M.fd gets no certdb, an enrolled one keeps Secure Boot; --firmware overrides")
+    func firmwareBuildFromTheFile() throws {
+        try requirePrerequisites(.ovmf)
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        func names(_ file: String) throws -> Set<String> {
+            try #require(Shell.run("virt-fw-vars -i '\(file)' --output-json '\(file).json'").status == 0)
+            return try jsonVariables("\(file).json", withTime: false)
+        }
+        // Debian's blank store, as OVMF_CODE_4M.fd (no Secure Boot) leaves it: plain.
+        Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.fd '\(tmp)/plain.fd'")
+        let info = Shell.run("'\(Bridge.binary)' info --from-fd '\(tmp)/plain.fd'")
+        #expect(info.out.contains("firmware: plain"), "\(info.out)")
+        try Bridge.withMount("--from-fd '\(tmp)/plain.fd'") { dir in
+            #expect(Shell.run("test -e '\(dir)/SecureBoot-\(globalGuid)'").status != 0)
+            #expect(Shell.run("printf '\\x07\\x00\\x00\\x00x' > '\(dir)/Plain-\(testGuid)'").status == 0)
+        }
+        let plain = try names("\(tmp)/plain.fd")
+        #expect(plain.contains("\(testGuid) Plain attr=7 data=78"))
+        #expect(!plain.contains { $0.contains(" certdb ") || $0.contains(" certdbv ") || $0.contains(" VendorKeysNv ") })
+        // The same blank file, told it is a Secure-Boot build: AuthVariableLib's variables.
+        Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.fd '\(tmp)/sb.fd'")
+        try Bridge.withMount("--from-fd '\(tmp)/sb.fd' --firmware secure-boot") { dir in
+            #expect(Shell.run("test -e '\(dir)/SecureBoot-\(globalGuid)'").status == 0)
+        }
+        #expect(try names("\(tmp)/sb.fd").contains { $0.contains(" certdb ") })
+        // Microsoft's keys enrolled: only a Secure-Boot build writes PK, so that is the build.
+        Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(tmp)/ms.fd'")
+        #expect(Shell.run("'\(Bridge.binary)' info --from-fd '\(tmp)/ms.fd'").out.contains("firmware: secure-boot"))
+    }
+
     @Test("--from-json: rewritten on each change; volatile variables never written")
     func liveJson() throws {
         let tmp = Bridge.makeTempDir()

@@ -5,7 +5,7 @@ import FoundationXML
 import Testing
 @testable import Platform
 
-// Issue #17: the allocators, the save-area policies and the memory map the OS receives.
+// The CAA allocation model: the allocators, the save-area policies and the memory map the OS receives.
 //
 // Every expected number below is derived by hand from the allocation rules
 // (docs/caa-allocation.md) and the layout decisions, with the arithmetic in the comments;
@@ -267,7 +267,8 @@ struct CaaAllocationTests {
         #expect(boot.saveAreas.filter(\.erratumBranch).map(\.ap) == want.erratumAps)
         #expect(boot.saveAreas.allSatisfy { $0.caa.value == $0.vmsa.value + 4096 })
         // Upstream never puts a VMSA on 2 MiB. The reporter's build has no erratum handling
-        // (like the pre-erratum code, allocation-facts.md item 11): in PEI at 120 vCPUs AP 28's
+        // (like the SVSM-aware code before the erratum fix, svsm-vtpm/ovmf
+        // UefiCpuPkg/Library/MpInitLib/X64/AmdSev.c SevSnpCreateSaveArea at 6a673411): in PEI at 120 vCPUs AP 28's
         // VMSA is T_pei - 56 = 522240 = 1020 · 512 — a 2 MiB boundary (it is freed later).
         if boot.policy.scheme == .upstream { #expect(boot.saveAreas.allSatisfy { !$0.vmsa.is2MiBAligned }) }
         if want.policy == "reporter:pei" && want.vcpus == 120 {

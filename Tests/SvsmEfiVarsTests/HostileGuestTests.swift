@@ -14,7 +14,7 @@ import Testing
 @testable import Trace
 @testable import VariableService
 
-/// Issue #10, hostile-guest properties: whatever the guest hands the SVSM, the SVSM writes
+/// Hostile-guest properties: whatever the guest hands the SVSM, the SVSM writes
 /// nothing outside the request's buffer and answers with COCONUT's code.
 @Suite("Hostile guest")
 struct HostileGuestTests {

@@ -14,7 +14,11 @@ import Testing
 
 @Suite("MM communicate wire format")
 struct MmWireFormatTests {
-    /// uefi-variables.md §2.5: GetVariable("Timeout", EFI_GLOBAL_VARIABLE, DataSize = 2).
+    /// GetVariable("Timeout", EFI_GLOBAL_VARIABLE, DataSize = 2) as edk2's client sends it
+    /// (tianocore/edk2 MdeModulePkg/Universal/Variable/RuntimeDxe/VariableSmmRuntimeDxe.c
+    /// `FindVariableInSmm`): EFI_MM_COMMUNICATE_HEADER (MdePkg/Include/Protocol/MmCommunication.h),
+    /// then SMM_VARIABLE_COMMUNICATE_HEADER and SMM_VARIABLE_COMMUNICATE_ACCESS_VARIABLE
+    /// (MdeModulePkg/Include/Guid/SmmVariableCommon.h); MessageLength = 16 + 36 + 16 + 2 = 70.
     static let getTimeoutRequest = hex("""
         33d532ede69909429cc02d72cdd998a7 4600000000000000
         0100000000000000 0000000000000000

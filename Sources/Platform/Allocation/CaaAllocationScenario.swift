@@ -2,7 +2,7 @@ import Foundation
 
 /// `efivarfs-bridge scenario caa-allocation`: the memory map the OS receives with N vCPUs
 /// under each save-area policy, how it compares with the limits on the way into Linux, and
-/// which firmware CAA pages each route to the variable store needs (issue #17).
+/// which firmware CAA pages each route to the variable store needs (`RouteAnalysis`).
 public struct CaaAllocationScenario: Sendable {
     public let vcpus: Int
     public let policies: [SaveAreaPolicy]
@@ -14,7 +14,7 @@ public struct CaaAllocationScenario: Sendable {
     public static let defaultPolicies = [
         SaveAreaPolicy(.reporter, phases: [.pei]), SaveAreaPolicy(.upstream, phases: [.pei, .dxe]),
     ]
-    /// The route analysis computes the map at this many vCPUs (issue #17 part 2).
+    /// The route analysis computes the map at this many vCPUs.
     public static let routeVcpus = 512
 
     public init(vcpus: Int, policies: [SaveAreaPolicy] = defaultPolicies, layout: GuestMemoryLayout,
@@ -162,7 +162,7 @@ enum SourceChecks {
                 }
                 let blocks = f.phases.flatMap(\.reservedBlocks)
                 var reasons: [String] = []
-                if phases.count > 1 { reasons.append("edk2 allocates again in DXE: CpuDxe's CPU_MP_DATA starts zeroed, so every AP gets a second save area (MpLib.c MpInitLibInitialize; allocation-facts.md items 8, 40); one block per phase") }
+                if phases.count > 1 { reasons.append("edk2 allocates again in DXE: CpuDxe's CPU_MP_DATA starts zeroed, so every AP gets a second save area (tianocore/edk2 UefiCpuPkg/Library/MpInitLib/MpLib.c MpInitLibInitialize at 189dedb2: ZeroMem (MpBuffer, BufferSize), save-area pointers not handed over from PEI); one block per phase") }
                 if phases.contains(.dxe) { reasons.append("DXE's first save area goes to the 4-page Reserved bin (Page.c FindFreePages tries the type's bin first), the rest below the bins") }
                 for p in f.phases where !p.erratumAps.isEmpty {
                     reasons.append("\(p.phase): AP \(p.erratumAps.map(String.init).joined(separator: ", ")) took the erratum branch, whose freed third page is a hole splitting the block")
@@ -244,7 +244,7 @@ public struct HangAnalysis: Sendable, Codable {
         }
         return HangAnalysis(
             settled: false,
-            statement: "The sources do not settle why the reported boot hung: the report gives no memory size, kernel version, NODES_SHIFT or log beyond \"hangs while allocating a 256 MiB memblock for SWIOTLB\" (allocation-facts.md item 37 and §9). These are the mechanisms the sources allow, with the number each predicts for this layout; none is asserted as the cause.",
+            statement: "The sources do not settle why the reported boot hung: the report gives no memory size, kernel version, NODES_SHIFT or log beyond \"hangs while allocating a 256 MiB memblock for SWIOTLB\" (the report is known only from Gerd Hoffmann's quote of it, svsm-devel 2025-May/000572). These are the mechanisms the sources allow, with the number each predicts for this layout; none is asserted as the cause.",
             candidates: mechanisms.map { m in
                 HangCandidate(id: m.rawValue, mechanism: m.mechanism, trigger: m.trigger, source: m.source,
                               consequence: m.consequence, open: m.open, predictions: predictions[m] ?? [])

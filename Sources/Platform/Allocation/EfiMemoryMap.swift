@@ -62,8 +62,12 @@ public enum EfiMemoryType: UInt32, Sendable, Codable, CaseIterable, CustomString
 }
 
 /// One entry of a memory map: a page range and its type. Attributes are not modelled: every
-/// range is taken to carry the same `Attribute`, so descriptors merge on type alone
-/// (allocation-facts.md item 24 leaves PEI- versus DXE-made attributes open).
+/// range is taken to carry the same `Attribute`, so descriptors merge on type alone. edk2
+/// merges on Type and Attribute (tianocore/edk2 MdeModulePkg/Core/Dxe/Mem/Page.c
+/// `MergeMemoryMapDescriptor`); whether a Reserved range made from a PEI allocation HOB
+/// (Gcd.c `CoreInitializeGcdServices` → `CoreAddMemoryDescriptor`) carries the same
+/// Attribute as one DXE allocates is open: the attribute values each path sets were not
+/// read. It matters only where two such ranges touch, which they do not in this layout.
 public struct EfiMemoryDescriptor: Hashable, Sendable, Codable, CustomStringConvertible {
     public var range: PageRange
     public var type: EfiMemoryType

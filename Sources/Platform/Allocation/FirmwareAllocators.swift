@@ -119,7 +119,10 @@ public struct DxePageAllocator: FirmwarePageAllocator {
     public private(set) var defaultLimit: UInt64 = .max
 
     /// `firstMemory` is the range `CoreInitializeMemoryServices` hands to the first
-    /// `CoreAddMemoryDescriptor` (on OVMF the PHIT free range, allocation-facts.md item 20);
+    /// `CoreAddMemoryDescriptor` (tianocore/edk2 MdeModulePkg/Core/Dxe/Gcd/Gcd.c: the range
+    /// above the PHIT's EfiMemoryTop if it is big enough, else PEI's free range
+    /// [EfiFreeMemoryBottom, EfiFreeMemoryTop); on OVMF PEI memory ends at the top of low RAM,
+    /// so it is the latter);
     /// the bins are carved from its top in `memoryTypeInformation` order.
     public init(map: EfiMemoryMap, firstMemory: PageRange, memoryTypeInformation: [(EfiMemoryType, UInt64)]) throws(FirmwareAllocationError) {
         self.map = map

@@ -5,7 +5,10 @@ import Foundation
 /// docs/caa-allocation.md ("Layout") with the reasons.
 public struct GuestMemoryLayout: Sendable, Codable, Hashable {
     /// Guest RAM (`-m`). Decision: 4 GiB by default — the thread's 256 MiB SWIOTLB is what
-    /// the SEV sizing rule gives for about 2.1 to 4.2 GiB (allocation-facts.md item 33).
+    /// the SEV sizing rule gives for about 2.1 to 4.2 GiB: 6 % of memblock memory clamped to
+    /// [64 MiB, 1 GiB] (torvalds/linux arch/x86/mm/mem_encrypt.c `mem_encrypt_setup_arch`),
+    /// then rounded up to a power of two of slabs (kernel/dma/swiotlb.c
+    /// `round_up_default_nslabs`), and 256 MiB is the result for 6 % in (128, 256] MiB.
     public let ramBytes: UInt64
 
     public static let defaultRamBytes: UInt64 = 4 * ByteCount.gib
@@ -42,9 +45,11 @@ public struct GuestMemoryLayout: Sendable, Codable, Hashable {
     }
     public static let fourGiB = PhysicalAddress(1 << 32)
 
-    /// Fixed firmware areas and holes (decisions; OVMF places its MEMFD at 8 MiB — old
-    /// OvmfPkgX64.fdf `[FD.MEMFD]`, size 0xA00000, allocation-facts.md item 41; the SNP-
-    /// specific pages there are not sourced in detail).
+    /// Fixed firmware areas and holes (decisions; OVMF places its MEMFD at
+    /// MEMFD_BASE_ADDRESS = 8 MiB — tianocore/edk2 OvmfPkg/OvmfPkgX64.fdf `[FD.MEMFD]` at
+    /// commit 00f18da1, size 0xA00000; OvmfPkg/AmdSev/AmdSevX64.fdf at 0172fbd4 has size
+    /// 0xD00000 with the GHCB, SEV-ES work area and launch-secret pages in its first 64 KiB.
+    /// The SNP secrets and CPUID pages of an IGVM boot under COCONUT are not sourced here).
     public struct FixedRegion: Sendable, Codable, Hashable {
         public let range: PageRange
         /// nil: not described in the EFI memory map at all (a hole).
@@ -109,12 +114,15 @@ public struct FirmwareAllocationPlan: Sendable, Codable, Hashable {
     public var laterDxePages: UInt64 = 2048
     /// Kernel and initrd as the EFI stub leaves them (EfiLoaderData), top-down: decision.
     public var loaderPages: UInt64 = 16384
-    /// PEI memory cap: `PlatformGetPeiMemoryCap` = page tables + max CPUs x AP stack +
-    /// 64 MiB (allocation-facts.md item 16); the page-table term is left out — the cap only
-    /// sets PEI memory's base, and everything here fits in 64 MiB.
+    /// PEI memory cap: `GetPeiMemoryCap` = page tables + max CPUs x AP stack + 64 MiB
+    /// (tianocore/edk2 OvmfPkg/PlatformPei/MemDetect.c, with the AP-stack term added by
+    /// tianocore/edk2 PR #5418, 2024; `PublishPeiMemory` puts PEI memory at the top of low
+    /// RAM); the page-table term is left out — the cap only sets PEI memory's base, and
+    /// everything here fits in 64 MiB.
     public func peiMemoryPages(vcpus: Int) -> UInt64 { 64 * ByteCount.mib / PhysicalAddress.pageSize + UInt64(vcpus) * apStackPages }
     /// MpInitLib's buffer in each phase: one AP stack per CPU plus CPU_MP_DATA (both phases
-    /// allocate one, allocation-facts.md item 8).
+    /// allocate one: tianocore/edk2 UefiCpuPkg/Library/MpInitLib/MpLib.c `MpInitLibInitialize`
+    /// at 189dedb2, `MpBuffer = AllocatePages (...)`).
     public func mpBufferPages(vcpus: Int) -> UInt64 { UInt64(vcpus) * apStackPages + mpDataPages }
 
     /// OVMF's `mDefaultMemoryTypeInformation` (OvmfPkg/PlatformPei/Platform.c), in pages and
@@ -125,8 +133,9 @@ public struct FirmwareAllocationPlan: Sendable, Codable, Hashable {
         (.bootServicesCode, 0x180), (.bootServicesData, 0xF00),
     ]
     /// Decision: the DXE drivers loaded before CpuDxe fill every bin but the Reserved one,
-    /// so CpuDxe's first save area lands in the Reserved bin (4 pages, room for one 3-page
-    /// block, allocation-facts.md item 21) and the rest spill below the bins.
+    /// so CpuDxe's first save area lands in the Reserved bin (4 pages in
+    /// `mDefaultMemoryTypeInformation` above: room for one 3-page block) and the rest spill
+    /// below the bins.
     public var binsFilledBeforeCpuDxe: [EfiMemoryType] = [
         .acpiMemoryNvs, .acpiReclaimMemory, .runtimeServicesData, .runtimeServicesCode, .bootServicesCode, .bootServicesData,
     ]

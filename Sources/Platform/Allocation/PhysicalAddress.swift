@@ -1,6 +1,6 @@
 import Foundation
 
-// Page-granular addresses for the CAA allocation model (issue #17). Everything in this
+// Page-granular addresses for the CAA allocation model. Everything in this
 // directory depends on Foundation only, so it can move into the platform target as a unit.
 
 /// A guest-physical address in bytes (UEFI's `EFI_PHYSICAL_ADDRESS`, Linux's `phys_addr_t`).

@@ -1,6 +1,6 @@
 import Foundation
 
-/// Issue #17 part 2: which firmware CAA pages each route to the variable store needs after
+/// Which firmware CAA pages each route to the variable store needs after
 /// ExitBootServices, whether the firmware's per-AP CAA pages could be boot-services memory
 /// instead of Reserved, and what the map would then look like at 512 vCPUs.
 public struct RouteAnalysis: Sendable, Codable {
@@ -67,19 +67,19 @@ public struct RouteAnalysis: Sendable, Codable {
             caaUsed: "none: the firmware would touch an emulated MMIO range and the access would trap",
             needsFirmwareApCaa: false,
             bootServicesMemoryForTheRoute: "yes, the route touches no CAA — but the route does not exist: MMIO #VC goes to the hypervisor, a VMPL fault is a #NPF to the hypervisor, COCONUT neither reflects nor emulates it, and Linux refuses ReflectVC",
-            source: "routes-facts.md §7.1–7.5: arch/x86/coco/sev/vc-handle.c vc_handle_mmio; coconut-svsm kernel/src/vmm/execloop.rs; svsm-devel 2025-May/000573 (Jon Lange)"),
+            source: "torvalds/linux arch/x86/coco/sev/vc-handle.c vc_handle_exitcode → vc_handle_mmio (SVM_EXIT_NPF becomes SVM_VMGEXIT_MMIO_READ/WRITE to the hypervisor); arch/x86/boot/compressed/sev.c SNP_FEATURES_PRESENT / snp_get_unsupported_features (ReflectVC not among the features Linux accepts); coconut-svsm/svsm kernel/src/vmm/execloop.rs (only a VMGEXIT with call_pending is serviced), kernel/src/cpu/vc.rs handle_vc_exception (no NPF case); svsm-devel 2025-May/000573 (Jon Lange: REFLECT_VC not recommended)"),
         RouteFinding(
             id: "a2", route: "edk2 runtime services read MSR_SVSM_CAA and use the OS's CAA",
             caaUsed: "the OS's per-CPU CAA of the CPU running the runtime service: RDMSR 0xC001F000 traps (#VC) into Linux, which answers this_cpu_read(svsm_caa_pa); Linux maps every per-CPU CAA 1:1 in efi_mm",
             needsFirmwareApCaa: false,
             bootServicesMemoryForTheRoute: "yes: neither the firmware's AP CAAs nor its boot CAA are used at runtime",
-            source: "tianocore/edk2 OvmfPkg/Library/AmdSvsmLib/AmdSvsmLib.c AmdSvsmUefiMmRequest; torvalds/linux arch/x86/coco/sev/vc-handle.c __vc_handle_msr_caa; core.c sev_es_efi_map_ghcbs_cas (routes-facts.md 6.1, 3.1, 2.3)"),
+            source: "tianocore/edk2 OvmfPkg/Library/AmdSvsmLib/AmdSvsmLib.c AmdSvsmUefiMmRequest; torvalds/linux arch/x86/coco/sev/vc-handle.c __vc_handle_msr_caa; core.c sev_es_efi_map_ghcbs_cas (commit a7549636f67f, merged for v6.17-rc1 by merge 14bed9bc81ba)"),
         RouteFinding(
             id: "b", route: "the Linux driver calls the SVSM through its own per-CPU CAA",
             caaUsed: "svsm_get_caa(): Linux's per-CPU CAA (memblock-allocated per CPU, handed to the SVSM by CREATE_VCPU for each AP)",
             needsFirmwareApCaa: false,
             bootServicesMemoryForTheRoute: "yes: the driver never sees a firmware CAA",
-            source: "torvalds/linux arch/x86/coco/sev/core.c alloc_runtime_data, snp_set_vmsa; svsm.c svsm_perform_call_protocol (routes-facts.md 1.3, 1.7, 5.6)"),
+            source: "torvalds/linux arch/x86/coco/sev/core.c alloc_runtime_data (per-CPU CAA), wakeup_cpu_via_vmgexit → snp_set_vmsa (CREATE_VCPU with RDX = __pa(caa)); svsm.c snp_svsm_vtpm_send_command → svsm_perform_call_protocol with call.caa = svsm_get_caa()"),
     ]
 
     static let facts: [Fact] = [
@@ -96,10 +96,10 @@ public struct RouteAnalysis: Sendable, Codable {
              source: "core.rs core_create_vcpu (rmp_revoke_guest_access, rmp_set_guest_vmsa) and the facts above",
              standing: .derived),
         Fact(statement: "A firmware AP CAA is referenced by the SVSM only until the OS's CREATE_VCPU for that AP (never, for an AP the OS does not start: maxcpus=, nr_cpus=, offline). Where the registry records CAAs (register(paddr, pcaa, …)), the stale entry still names the page, so a later CREATE_VCPU naming it fails with INVALID_ADDRESS.",
-             source: "core.rs core_create_vcpu at 012480f3 (PERCPU_VMSAS.register (paddr, pcaa, …)); svsm.md §3.3",
+             source: "coconut-svsm/svsm kernel/src/protocols/core.rs core_create_vcpu at 012480f3 (PERCPU_VMSAS.register (paddr, pcaa, …)?, whose error the call returns); the registry's conflict test itself was not read at that commit, and INVALID_ADDRESS for a CAA still in use is what AMD's SVSM specification (publication 58019, §6.3 SVSM_CORE_CREATE_VCPU) prescribes",
              standing: .derived),
         Fact(statement: "Boot-services memory returns to the OS in efi_free_boot_services (from __efi_enter_virtual_mode); whether that precedes the OS's CREATE_VCPU for every AP on the reporter's kernels was not re-read. If it does, a firmware CAA kept as EfiBootServicesData could be reused while the SVSM still binds it to a parked AP and writes call_pending into it on any VMPL0 entry of that vCPU.",
-             source: "arch/x86/platform/efi/quirks.c efi_reserve_boot_services / efi_free_boot_services (allocation-facts.md item 31); coconut-svsm execloop.rs get_and_clear_caa_request_flag",
+             source: "torvalds/linux arch/x86/platform/efi/quirks.c efi_reserve_boot_services (memblock_reserve of every boot-services region in setup_arch) / efi_free_boot_services (reached from __efi_enter_virtual_mode); coconut-svsm/svsm kernel/src/vmm/execloop.rs get_and_clear_caa_request_flag",
              standing: .open),
     ]
 

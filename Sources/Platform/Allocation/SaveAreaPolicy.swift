@@ -1,7 +1,9 @@
 import Foundation
 
 /// A firmware phase that runs MpInitLib and may create the APs' save areas: PEI (CpuMpPei)
-/// and DXE (CpuDxe) in OVMF's AMD SEV build (allocation-facts.md item 7).
+/// and DXE (CpuDxe) in OVMF's AMD SEV build (tianocore/edk2 OvmfPkg/AmdSev/AmdSevX64.fdf at
+/// 0172fbd4: UefiCpuPkg/CpuMpPei/CpuMpPei.inf in FV.PEIFV, UefiCpuPkg/CpuDxe/CpuDxe.inf in
+/// FV.DXEFV).
 public enum FirmwarePhase: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
     case pei, dxe
     public var description: String { rawValue.uppercased() }
@@ -9,14 +11,17 @@ public enum FirmwarePhase: String, Sendable, Codable, CaseIterable, CustomString
 
 /// How a build lays out one AP's VMSA and CAA.
 public enum SaveAreaScheme: String, Sendable, Codable, CaseIterable, CustomStringConvertible {
-    /// The reporter's build as the thread describes it: 1 Reserved (CAA) and 1 usable (a VMSA
-    /// "allocated then freed") page alternating. Modelled (decision, allocation-facts.md
-    /// item 13 and R1) as: per AP `AllocateReservedPages (2)` → VMSA, CAA = VMSA + 4 KiB;
-    /// once every AP of the phase has been started, each VMSA page is freed and the CAA kept.
-    /// Freeing right after each allocation would not alternate: PEI returns a freed page at
-    /// FreeMemoryTop to the bump range and DXE merges it with the free range below, so the
-    /// next AP would land on it. Like the pre-erratum code (allocation-facts.md item 11) it
-    /// does not avoid 2 MiB-aligned VMSAs.
+    /// The reporter's build as the thread describes it (svsm-devel 2025-May/000572, Gerd
+    /// Hoffmann quoting the report): 1 Reserved (CAA) and 1 usable (a VMSA "allocated then
+    /// freed") page alternating. The reporter's firmware source was not found, so this is
+    /// a decision that reproduces the description: per AP `AllocateReservedPages (2)` → VMSA,
+    /// CAA = VMSA + 4 KiB; once every AP of the phase has been started, each VMSA page is freed
+    /// and the CAA kept. Freeing right after each allocation would not alternate: PEI returns
+    /// a freed page at FreeMemoryTop to the bump range and DXE merges it with the free range
+    /// below, so the next AP would land on it. Like the SVSM-aware code from before the
+    /// erratum fix (svsm-vtpm/ovmf UefiCpuPkg/Library/MpInitLib/X64/AmdSev.c
+    /// `SevSnpCreateSaveArea` at 6a673411: `AllocateReservedPages (PageCount)`, no 2 MiB
+    /// test) it does not avoid 2 MiB-aligned VMSAs.
     case reporter
     /// Upstream edk2 (UefiCpuPkg/Library/MpInitLib/X64/AmdSev.c `SevSnpCreateSaveArea`):
     /// `AllocateReservedPages (PageCount + 1)` with PageCount = 2 under an SVSM; if
@@ -28,7 +33,7 @@ public enum SaveAreaScheme: String, Sendable, Codable, CaseIterable, CustomStrin
 }
 
 /// What type the pages an AP keeps end up with. `reserved` is what both builds do; the other
-/// two are hypothetical variants for the route analysis (issue #17 part 2): the same
+/// two are hypothetical variants for the route analysis (`RouteAnalysis`): the same
 /// placement, with the kept pages allocated as `EfiBootServicesData`, which the OS gets back
 /// as usable RAM after ExitBootServices.
 public enum KeptPageType: String, Sendable, Codable, CaseIterable, CustomStringConvertible {

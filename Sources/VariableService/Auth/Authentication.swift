@@ -4,9 +4,11 @@ import MmWire
 /// Authenticated variables as edk2's AuthVariableLib handles them
 /// (SecurityPkg/Library/AuthVariableLib/AuthService.c, AuthVariableLib.c), with OVMF's
 /// settings: PcdRequireSelfSignedPk = TRUE. Two OVMF behaviours are configurable and off by
-/// default for a confidential VM (uefi-variables.md §10): honouring CustomMode, and
-/// deleting an authenticated variable with an unsigned empty write (OVMF allows both
-/// because its UserPhysicalPresent() is always TRUE).
+/// default: honouring CustomMode, and deleting an authenticated variable with an unsigned
+/// empty write. OVMF allows both because its `UserPhysicalPresent ()` always returns TRUE
+/// (tianocore/edk2 OvmfPkg/Library/PlatformSecureLib/PlatformSecureLib.c). The default is a
+/// decision: in a confidential VM nobody is physically present and the host is not
+/// trusted, so neither shortcut around the signature checks is granted unless asked for.
 public struct SecureBootConfiguration: Sendable, Equatable {
     /// edk2 `VariableGlobal.AuthSupport`: AuthVariableLib is built in (an OVMF built with
     /// SECURE_BOOT_ENABLE). Without it (AuthVariableLibNull) no Secure Boot variables, no
@@ -214,8 +216,9 @@ extension VariableStore {
     }
 
     /// AuthVariableLibInitialize: SetupMode, SignatureSupport, SecureBootEnable,
-    /// SecureBoot, CustomMode, certdb, certdbv, VendorKeysNv, VendorKeys (uefi-variables.md §5.3;
-    /// certdbv seen in a QEMU/OVMF boot's dmpstore).
+    /// SecureBoot, CustomMode, certdb, certdbv, VendorKeysNv, VendorKeys, in that order
+    /// (tianocore/edk2 SecurityPkg/Library/AuthVariableLib/AuthVariableLib.c
+    /// `AuthVariableLibInitialize`; certdbv also seen in a QEMU/OVMF boot's dmpstore).
     public mutating func initializeAuthVariables() {
         // AuthVariableLibNull's AuthVariableLibInitialize returns EFI_UNSUPPORTED: nothing.
         guard secureBoot.authSupport else { return }

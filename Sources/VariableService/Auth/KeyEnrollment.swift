@@ -43,18 +43,32 @@ public struct KeyEnrollment: Sendable {
     /// Generates the three keys and writes `<name>.crt`, `<name>.key` and `<name>.esl` into
     /// `directory`.
     public static func generate(into directory: String) throws(Failure) -> KeyEnrollment {
-        let e = KeyEnrollment(pk: try make("efivarfs-bridge lab PK", name: "PK"),
-                              kek: try make("efivarfs-bridge lab KEK", name: "KEK"),
-                              db: try make("efivarfs-bridge lab db", name: "db"))
-        for k in [e.pk, e.kek, e.db] {
-            for (ext, bytes, mode) in [("crt", k.certificatePem, 0o644), ("key", k.privateKeyPem, 0o600), ("esl", signatureList(k), 0o644)] {
+        let e = try generate()
+        try e.write(into: directory)
+        return e
+    }
+
+    /// Generates the three keys, in memory only.
+    public static func generate() throws(Failure) -> KeyEnrollment {
+        KeyEnrollment(pk: try make("efivarfs-bridge lab PK", name: "PK"),
+                      kek: try make("efivarfs-bridge lab KEK", name: "KEK"),
+                      db: try make("efivarfs-bridge lab db", name: "db"))
+    }
+
+    /// Writes `<name>.crt`, `<name>.key` and `<name>.esl` into `directory`; a failure names
+    /// the file and the errno.
+    public func write(into directory: String) throws(Failure) {
+        for k in [pk, kek, db] {
+            for (ext, bytes, mode) in [("crt", k.certificatePem, 0o644), ("key", k.privateKeyPem, 0o600), ("esl", KeyEnrollment.signatureList(k), 0o644)] {
                 let path = (directory as NSString).appendingPathComponent("\(k.name).\(ext)")
-                guard FileManager.default.createFile(atPath: path, contents: Data(bytes), attributes: [.posixPermissions: mode]) else {
-                    throw .write(path)
-                }
+                let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode_t(mode))
+                guard fd >= 0 else { throw .write("\(path): \(String(cString: strerror(errno)))") }
+                let n = bytes.withUnsafeBytes { Foundation.write(fd, $0.baseAddress, bytes.count) }
+                let e = errno
+                close(fd)
+                guard n == bytes.count else { throw .write("\(path): \(String(cString: strerror(n < 0 ? e : EIO)))") }
             }
         }
-        return e
     }
 
     static func signatureList(_ k: Key) -> [UInt8] {

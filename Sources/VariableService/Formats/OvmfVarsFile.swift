@@ -2,8 +2,8 @@ import EfiTypes
 import MmWire
 
 /// OVMF_VARS*.fd: an edk2 firmware volume holding an authenticated variable store
-/// (OvmfPkg/Include/Fdf/VarStore.fdf.inc, MdeModulePkg/Include/Guid/VariableFormat.h,
-/// VariableParsing.c; uefi-variables.md §7).
+/// (tianocore/edk2 OvmfPkg/Include/Fdf/VarStore.fdf.inc, MdeModulePkg/Include/Guid/VariableFormat.h,
+/// MdeModulePkg/Universal/Variable/RuntimeDxe/VariableParsing.c).
 public enum OvmfVarsFile {
     static let systemNvDataFvGuid = EfiGuid("fff12b8d-7696-4c8b-a985-2747075b4f50")!
     static let authenticatedVariableGuid = EfiGuid("aaf32c78-947b-439a-a180-2e144ec37792")!

@@ -1,8 +1,9 @@
 import EfiTypes
 import Foundation
 
-/// QEMU's uefi-vars JSON (qapi/uefi.json, hw/uefi/var-service-json.c), version 2, and what
-/// virt-fw-vars --output-json writes (uefi-variables.md §6.3-§6.4).
+/// QEMU's uefi-vars JSON (qemu/qemu qapi/uefi.json, hw/uefi/var-service-json.c), version 2,
+/// and what virt-fw-vars --output-json writes (virt-firmware, gitlab.com/kraxel/virt-firmware,
+/// virt/firmware/efi/efijson.py).
 public enum QemuVarsJson {
     public static func read(_ bytes: [UInt8], path: String) throws(VariableFileError) -> [ExportedVariable] {
         func fail(_ where_: String, _ why: String) -> VariableFileError { VariableFileError(path: path, location: where_, reason: why) }

@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 import Platform
 
-/// `efivarfs-bridge scenario caa-allocation` (issue #17).
+/// `efivarfs-bridge scenario caa-allocation`.
 struct CaaAllocationCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "caa-allocation",

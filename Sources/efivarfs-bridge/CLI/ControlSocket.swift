@@ -17,11 +17,41 @@ import VariableService
 /// server's driver and gets its `CommandOutput` back as JSON.
 enum ControlSocket {
     static func path(forMountPoint mountPoint: String) -> String {
-        let real = (try? FileManager.default.destinationOfSymbolicLink(atPath: mountPoint)) ?? mountPoint
-        let resolved = URL(fileURLWithPath: real).standardizedFileURL.resolvingSymlinksInPath().path
+        let resolved = realPath(ofMountPoint: mountPoint)
         let base = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"].flatMap { $0.isEmpty ? nil : $0 } ?? "/tmp"
         let name = String(Crc32.checksum(Array(resolved.utf8)), radix: 16)
         return "\(base)/efivarfs-bridge-\(getuid())/\(name).sock"
+    }
+
+    /// The mount point's real path, found without a stat of the mount point itself: on a
+    /// live mount that stat is a FUSE request to the server, and a stopped or hung server
+    /// leaves the caller waiting in the kernel (request_wait_answer, state D) — `stats` of a
+    /// stopped server hung there instead of saying it did not answer. Only the parent
+    /// directory is resolved (realpath); the last component is followed only when it is a
+    /// symbolic link, which readlink(2) learns from the parent directory without asking the
+    /// mounted filesystem.
+    static func realPath(ofMountPoint mountPoint: String) -> String {
+        // Absolute and without "." or ".." (lexically: getcwd(3) asks no filesystem).
+        func lexical(_ p: String) -> String {
+            var parts: [Substring] = []
+            let absolute = p.hasPrefix("/") ? p : FileManager.default.currentDirectoryPath + "/" + p
+            for c in absolute.split(separator: "/") where c != "." {
+                if c == ".." { _ = parts.popLast() } else { parts.append(c) }
+            }
+            return "/" + parts.joined(separator: "/")
+        }
+        var path = lexical(mountPoint)
+        for _ in 0..<40 {  // MAXSYMLINKS
+            guard path != "/" else { return path }
+            let parent = (path as NSString).deletingLastPathComponent
+            guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: path) else {
+                guard let r = realpath(parent, nil) else { return path }
+                defer { free(r) }
+                return (String(cString: r) as NSString).appendingPathComponent((path as NSString).lastPathComponent)
+            }
+            path = lexical(target.hasPrefix("/") ? target : parent + "/" + target)
+        }
+        return path
     }
 
     /// How long a client waits for a server's answer: a stopped or hung server must not hang
@@ -43,7 +73,7 @@ enum ControlSocket {
     }
 
     /// Serves every connection on a thread of its own until the process ends.
-    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine) {
+    static func serve(path: String, stats: @escaping @Sendable () -> String, machine: Machine, readOnly: Bool = false) {
         let dir = (path as NSString).deletingLastPathComponent
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         unlink(path)
@@ -59,8 +89,16 @@ enum ControlSocket {
                 if c < 0 { if errno == EINTR { continue }; return }
                 // A client that never finishes its request must not stop the others.
                 setTimeout(c, timeout)
-                let request = readAll(c, limit: 1 << 20)
-                let reply = answer(request, stats: stats, machine: machine)
+                // As large as a client's reply may be: a `set --data-file` of a few MiB
+                // must reach perform() and get its size refusal, not be cut short.
+                let request = readAll(c, limit: 64 << 20)
+                // A client that gave up waiting (this server was stopped past its timeout)
+                // has closed its end, and told its caller the command was not answered: do
+                // not run it now. (A client that only finished its request has shut down its
+                // writing side: no POLLHUP.)
+                var peer = pollfd(fd: c, events: 0, revents: 0)
+                if poll(&peer, 1, 0) == 1, peer.revents & Int16(POLLHUP) != 0 { close(c); continue }
+                let reply = answer(request, stats: stats, machine: machine, readOnly: readOnly)
                 _ = reply.withUnsafeBytes { write(c, $0.baseAddress, reply.count) }
                 close(c)
             }
@@ -90,7 +128,7 @@ enum ControlSocket {
         return out
     }
 
-    static func answer(_ request: [UInt8]?, stats: () -> String, machine: Machine) -> [UInt8] {
+    static func answer(_ request: [UInt8]?, stats: () -> String, machine: Machine, readOnly: Bool = false) -> [UInt8] {
         guard let request, let obj = try? JSONSerialization.jsonObject(with: Data(request)) as? [String: Any],
               let argv = obj["argv"] as? [String] else {
             return Array(stats().utf8)
@@ -99,7 +137,14 @@ enum ControlSocket {
         do {
             let parsed = try EfivarfsBridge.parseAsRoot(argv)
             if let command = parsed as? any DriverCommand {
-                output = SvsmOperation.run("control:" + (type(of: command).configuration.commandName ?? "command")) { command.perform(on: machine) }
+                // A store served read-only (-o ro) is read-only for the scripting commands
+                // too: the mount's EROFS must not be bypassed through its own server.
+                if readOnly && type(of: command).changesStore {
+                    output = .fail("\(argv.dropFirst().first ?? ""): refused: EFI_WRITE_PROTECTED (the live mount serving this store is read-only, -o ro)",
+                                   code: CliExit.refused)
+                } else {
+                    output = SvsmOperation.run("control:" + (type(of: command).configuration.commandName ?? "command")) { command.perform(on: machine) }
+                }
             } else {
                 output = .fail("\(argv.first ?? "") cannot run through a live mount", code: 64)
             }
@@ -114,13 +159,15 @@ enum ControlSocket {
         case unreachable
         /// The server took the request and did not answer in time (stopped, hung).
         case noAnswer
+        /// The server closed the connection without a whole answer.
+        case closed
     }
 
     /// Runs a scripting command in the server that holds the store.
     static func run(path: String, arguments: [String]) throws(ExchangeError) -> CommandOutput {
         guard let request = try? JSONSerialization.data(withJSONObject: ["argv": arguments]) else { throw .unreachable }
         let reply = try exchange(path: path, request: Array(request))
-        guard let output = try? JSONDecoder().decode(CommandOutput.self, from: Data(reply)) else { throw .noAnswer }
+        guard let output = try? JSONDecoder().decode(CommandOutput.self, from: Data(reply)) else { throw .closed }
         return output
     }
 
@@ -133,10 +180,20 @@ enum ControlSocket {
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
         guard ok == 0 else { throw .unreachable }
-        let sent = request.withUnsafeBytes { write(fd, $0.baseAddress, request.count) }
-        guard sent == request.count else { throw .noAnswer }
+        // A timeout (EAGAIN) is a server that does not answer; any other failure, or an empty
+        // reply, one that closed the connection (MSG_NOSIGNAL: no SIGPIPE to die of).
+        var sent = 0
+        while sent < request.count {
+            let n = request.withUnsafeBytes { send(fd, $0.baseAddress! + sent, request.count - sent, Int32(MSG_NOSIGNAL)) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw errno == EAGAIN || errno == EWOULDBLOCK ? .noAnswer : .closed
+            }
+            sent += n
+        }
         shutdown(fd, Int32(SHUT_WR))
-        guard let reply = readAll(fd, limit: 64 << 20), !reply.isEmpty else { throw .noAnswer }
+        guard let reply = readAll(fd, limit: 64 << 20) else { throw .noAnswer }
+        guard !reply.isEmpty else { throw .closed }
         return reply
     }
 

@@ -60,9 +60,6 @@ func parseByteSize(_ text: String) -> Int? {
 }
 
 /// Options shared by every command that boots a machine.
-extension SvsmProfile: ExpressibleByArgument {}
-extension FirmwareBuild: ExpressibleByArgument {}
-
 struct MachineOptions: ParsableArguments {
     // Unconditional parsing, so that `--vcpus -1` reaches the range check instead of being
     // read as an option.
@@ -93,17 +90,9 @@ struct MachineOptions: ParsableArguments {
     @Option(name: .customLong("from-json"), help: ArgumentHelp("Serve this QEMU uefi-vars JSON file live, rewritten atomically on each change.", valueName: "file"))
     var fromJson: String?
 
-    @Option(name: .long, help: ArgumentHelp("The variable store behind protocol 4: edk2 (default; persistent, PKCS#7), coconut (COCONUT-SVSM on virtfw-varstore, as merged) or qemu (QEMU's hw/uefi uefi-vars). docs/svsm-profiles.md lists the differences.", valueName: "profile"))
-    var svsm: SvsmProfile = .edk2
+    @OptionGroup var profile: ProfileOptions
 
-    @Option(name: .long, help: ArgumentHelp("edk2's firmware build: secure-boot (AuthVariableLib: certdb, SetupMode, SecureBoot, authenticated writes) or plain (none of them). Default: what a VM's file shows (--from-fd, --from-json), else secure-boot.", valueName: "build"))
-    var firmware: FirmwareBuild?
-
-    @Flag(name: .long, help: "With --svsm coconut: COCONUT built with its secureboot feature (PK for external management, Microsoft KEK and db, dbx enrolled at SVSM start).")
-    var coconutSecureboot = false
-
-    @Flag(name: .long, help: "With --svsm coconut: COCONUT built with its persistence feature, so the store named survives SVSM restarts. Without it a coconut store starts empty every time and a store path is refused.")
-    var coconutPersistence = false
+    var coconutPersistence: Bool { profile.coconutPersistence }
 
     @Option(name: .customLong("world-switch"), help: ArgumentHelp("Charge every SVSM call this modelled world-switch cost per attempt, as simulated time in traces and stats: nanoseconds (5000, 5us) or a preset: vmrun-floor (1 us), snp-estimate (5 us), slow-host (20 us). BENCHMARKS.md says where each comes from.", valueName: "ns|preset"))
     var worldSwitch: String?
@@ -134,7 +123,7 @@ struct MachineOptions: ParsableArguments {
 
     /// The store directory this invocation uses, or nil for --ephemeral or a live file.
     var storeDirectory: String? {
-        if ephemeral || liveFd != nil || liveJson != nil || (svsm == .coconut && !coconutPersistence && store == nil) { return nil }
+        if ephemeral || liveFd != nil || liveJson != nil || profile.inMemoryOnly(storeNamed: store != nil) { return nil }
         return storeDirectoryFor(store)
     }
 
@@ -171,12 +160,8 @@ struct MachineOptions: ParsableArguments {
         var plan = FaultPlan()
         for f in faults { try? plan.add(f) }
         c.faults = plan
-        c.store = svsm == .coconut && !coconutPersistence && !explicitStore ? .memory : storeChoice(alwaysCreate: alwaysCreate)
         c.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
-        c.profile = svsm
-        c.firmware = firmware
-        c.coconut.secureBoot = coconutSecureboot
-        c.coconut.persistence = coconutPersistence
+        profile.apply(to: &c, store: storeChoice(alwaysCreate: alwaysCreate), storeNamed: explicitStore)
         c.worldSwitchNanoseconds = worldSwitch.flatMap(WorldSwitchCost.parse) ?? 0
         c.spendWorldSwitch = worldSwitchDelay
         c.driverCache = driverCache ? .invalidateOnWrite : .off

@@ -58,6 +58,7 @@ struct ImportCommand: ParsableCommand {
     func run() throws {
         let (kind, variables) = try readVariableFile(file, format: format)
         let dir = storeOptions.directory
+        let existed = FileManager.default.fileExists(atPath: dir)
         do {
             let (journal, _) = try NativeJournal.open(directory: dir, create: true)
             defer { journal.release() }
@@ -67,6 +68,9 @@ struct ImportCommand: ParsableCommand {
             var probe = VariableStore(limits: { var l = StoreLimits(); l.nvStoreSize = size; return l }())
             probe.restore(variables)
             guard probe.nonVolatileUsed <= probe.commonVariableSpace else {
+                // A refused import changes nothing: not even an empty store left behind,
+                // which later commands would take for a real one.
+                if !existed { journal.release(); try? FileManager.default.removeItem(atPath: dir) }
                 throw cliFail("\(file): its \(variables.count) variables need \(probe.nonVolatileUsed) bytes; the store \(dir) holds \(probe.commonVariableSpace) (--nv-store-size \(size)); pass a larger --nv-store-size")
             }
             if journal.recordedNvStoreSize != size { try journal.recordNvStoreSize(size) }

@@ -100,7 +100,7 @@ struct MountCommand: ParsableCommand {
         // contend (measured on 2 cores: 16 threads ran a mixed load at half the speed of 4,
         // whatever the vCPU count). Requests still rotate over every vCPU.
         let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, readOnly: opts.readOnly, threads: fuseThreads)
-        do { try fuse.checkMountPoint() } catch { fail(error.description) }
+        checkMountPoint(fuse)
         if let dir = enrollGenerate, !replaceKeys { try refuseExistingKeys(dir) }
         if !foreground && readyFd == nil {
             throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
@@ -122,7 +122,11 @@ struct MountCommand: ParsableCommand {
         config.recordBoot = logger.logLevel <= .debug
         logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(config.store.path ?? "in memory")")
         if let dir = enrollGenerate {
-            do { config.enrolledKeys = try KeyEnrollment.generate(into: dir) } catch { fail("--enroll-generate: \(error)") }
+            // Written into `dir` by the boot, once the store has accepted them (a store that
+            // already has a PK refuses them without --replace-keys).
+            do { config.enrolledKeys = try KeyEnrollment.generate() } catch { fail("--enroll-generate: \(error)") }
+            config.enrolledKeysDirectory = dir
+            config.replaceKeys = replaceKeys
         }
         let machineInstance: Machine
         do { machineInstance = try Machine(config) } catch { fail(error.description) }
@@ -157,7 +161,7 @@ struct MountCommand: ParsableCommand {
                     }
                     return ControlSocket.report(statistics: statistics, vcpus: vcpus, service: machineInstance.service, extra: extra)
                 },
-                                    machine: machineInstance)
+                                    machine: machineInstance, readOnly: opts.readOnly)
                 logger.info("mounted on \(mountPoint); statistics on \(control)")
                 if let fd = readyFd { Daemon.signalReady(fd) }
             }, exitNow: {
@@ -169,6 +173,34 @@ struct MountCommand: ParsableCommand {
             logger.info("unmounted \(mountPoint)")
         } catch { shutDown(); fail(error.description) }
         withExtendedLifetime((machineInstance, requestLog)) {}
+    }
+
+    /// The mount point checks stat it, and a stat of a FUSE mount whose server is stopped or
+    /// hung never returns (the caller waits in the kernel for the server's answer). So when
+    /// the mount table already lists the mount point, the checks run on a thread of their
+    /// own, and `mount` gives up on them after a few seconds instead of hanging.
+    func checkMountPoint(_ fuse: FuseMount) {
+        let real = ControlSocket.realPath(ofMountPoint: mountPoint)
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let listed = table.split(separator: "\n").contains { line in
+            let fields = line.split(separator: " ")
+            return fields.count > 4 && RunCommand.unescapeMountField(String(fields[4])) == real
+        }
+        guard listed else {
+            do { try fuse.checkMountPoint() } catch { fail(error.description) }
+            return
+        }
+        let done = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) let check = fuse
+        nonisolated(unsafe) var outcome: String?
+        Thread {
+            do { try check.checkMountPoint() } catch { outcome = "\(error)" }
+            done.signal()
+        }.start()
+        if done.wait(timeout: .now() + 3) == .timedOut {
+            fail("mount point \(mountPoint) is a mount whose server does not answer (stopped or hung?); resume or end its server, or detach it with `umount -l \(mountPoint)`")
+        }
+        if let outcome { fail(outcome) }
     }
 
     /// `--enroll-generate` into a directory that already holds keys would overwrite them,

@@ -5,7 +5,7 @@ import EfiTypes
 import Platform
 import VariableService
 
-/// `efivarfs-bridge run [mount options] -- CMD [ARGS...]` (issue #18): CMD runs in a private
+/// `efivarfs-bridge run [mount options] -- CMD [ARGS...]`: CMD runs in a private
 /// mount namespace where the store is mounted at /sys/firmware/efi/efivars and looks like
 /// the kernel's efivarfs, so EFI tools work unchanged.
 ///
@@ -49,6 +49,8 @@ struct RunCommand: ParsableCommand {
     var trace: String?
     @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db into this directory and boot with them enrolled.", valueName: "directory"))
     var enrollGenerate: String?
+    @Flag(name: .long, help: "With --enroll-generate: replace keys already in the directory and a PK already in the store.")
+    var replaceKeys = false
     @Option(name: .long, help: "FUSE worker threads.")
     var fuseThreads = 4
     @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (see mount --help).")

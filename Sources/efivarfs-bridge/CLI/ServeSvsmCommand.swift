@@ -25,6 +25,11 @@ struct ServeSvsmCommand: ParsableCommand {
             and QUERY_PROTOCOL) in front of the variable store. Runs in the foreground until
             SIGINT or SIGTERM. The number of vCPUs is the guest's (its header's vcpu_count).
 
+            The store behind protocol 4 is chosen as for mount: --svsm edk2 (default), coconut
+            or qemu, with --firmware, --coconut-secureboot and --coconut-persistence.
+            COCONUT without its persistence feature serves a store that is empty at every
+            start, in memory, and refuses a store path.
+
             Polling: after a call the doorbells are watched continuously for 50 µs, then
             every 20 µs until 200 ms pass without a call, then every 1 ms until 2 s, then
             every 10 ms. A call in a burst waits tens of µs, the first after a quiet spell at
@@ -66,7 +71,12 @@ struct ServeSvsmCommand: ParsableCommand {
     @Option(name: .customLong("fault"), help: ArgumentHelp("Misbehave, to test the module: no-answer (never answer a call), no-answer-after=N, busy=P or incomplete=P (probability 0..1). Repeatable.", valueName: "fault"))
     var faults: [String] = []
 
+    @OptionGroup var profile: ProfileOptions
+
     @OptionGroup var logging: LoggingOptions
+
+    /// Whether the command line names a store; the default directory is not one.
+    var storeNamed: Bool { store != nil || fromFd != nil || fromJson != nil }
 
     func storeChoice() -> StoreChoice {
         if ephemeral { return .memory }
@@ -107,6 +117,19 @@ struct ServeSvsmCommand: ParsableCommand {
     func run() throws {
         let logger = logging.bootstrap()
         let faults = try parsedFaults()
+
+        // The variable service of a booted machine: a new store gets OVMF's defaults and
+        // power-on variables exactly as a mount's would. The machine's own vCPUs and
+        // memory are not used after its boot. It boots before the window is mapped, so that
+        // a store the profile refuses leaves no shared-memory file behind.
+        var config = Machine.Configuration()
+        config.vcpuCount = 1
+        config.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
+        profile.apply(to: &config, store: storeChoice(), storeNamed: storeNamed)
+        let machine: Machine
+        do { machine = try Machine(config) } catch { throw cliFail(error.description) }
+        for note in machine.storeNotes { logger.info("\(note)") }
+
         let window: SharedWindow
         do { window = try SharedWindow(path: shm) } catch { throw cliFail(error.description) }
         let requestLog = try logRequests.map { try RequestLog(path: $0) }
@@ -114,17 +137,7 @@ struct ServeSvsmCommand: ParsableCommand {
         if let path = trace {
             do { tracer = try TraceWriter(path: path) } catch { throw cliFail("\(error)") }
         }
-
-        // The variable service of a booted machine: a new store gets OVMF's defaults and
-        // power-on variables exactly as a mount's would. The machine's own vCPUs and
-        // memory are not used after its boot.
-        var config = Machine.Configuration()
-        config.vcpuCount = 1
-        config.store = storeChoice()
-        config.nvStoreSize = nvStoreSize.flatMap(parseByteSize)
-        let machine: Machine
-        do { machine = try Machine(config) } catch { throw cliFail(error.description) }
-        logger.info("store \(config.store.path ?? "in memory") ready; serving \(shm) (\(window.size) bytes)")
+        logger.info("\(config.profile.rawValue) store \(config.store.path ?? "in memory") ready; serving \(shm) (\(window.size) bytes)")
 
         let observers: [any SvsmCallObserver] = [LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? [])
         let server = ShmSvsmServer(window: window, mmService: machine.service, faults: faults,

@@ -30,6 +30,8 @@ struct SetCommand: DriverCommand {
     @Flag(help: "Write a name longer than efivarfs lists (it would hide every variable after it from efivarfs).") var force = false
     @OptionGroup var machine: MachineOptions
 
+    static var changesStore: Bool { true }
+
     /// The longest name efivarfs lists: its GetNextVariableName buffer holds 512 bytes,
     /// 255 CHAR16 and the NUL (fs/efivarfs/vars.c `efivar_init`).
     static let longestListedNameSize = Efivarfs.nameBufferSize

@@ -23,6 +23,7 @@ struct StatsCommand: ParsableCommand {
             switch error {
             case .unreachable: throw cliFail("no efivarfs-bridge answers for \(mountPoint) (socket \(path))")
             case .noAnswer: throw cliFail("the efivarfs-bridge serving \(mountPoint) did not answer within \(Int(ControlSocket.timeout)) s (stopped?)")
+            case .closed: throw cliFail("the efivarfs-bridge serving \(mountPoint) closed the connection (socket \(path)) without an answer")
             }
         }
         if json { try writeStdout(Array(text.utf8)); return }

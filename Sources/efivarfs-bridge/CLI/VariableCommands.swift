@@ -48,10 +48,13 @@ protocol DriverCommand: ParsableCommand {
     /// The arguments to send to a live mount's server: whatever must be read on this side
     /// (a file named relative to the caller) is replaced by what it holds.
     func argumentsForServer() throws -> [String]
+    /// Whether the command changes the store (refused by a read-only mount's server).
+    static var changesStore: Bool { get }
 }
 
 extension DriverCommand {
     func argumentsForServer() throws -> [String] { Array(CommandLine.arguments.dropFirst()) }
+    static var changesStore: Bool { false }
 
     func run() throws {
         let output: CommandOutput
@@ -64,6 +67,8 @@ extension DriverCommand {
                 case .unreachable: throw cliFail("the store \(store) is in use by \(owner), which does not answer on \(control)")
                 case .noAnswer:
                     throw cliFail("the store \(store) is in use by \(owner), which did not answer within \(Int(ControlSocket.timeout)) s (stopped or hung?)")
+                case .closed:
+                    throw cliFail("the store \(store) is in use by \(owner), which closed the connection on \(control) without an answer")
                 }
             }
         } catch {
@@ -103,7 +108,7 @@ struct ListCommand: DriverCommand {
     func perform(on m: Machine) -> CommandOutput {
         var out = CommandOutput()
         let (listing, entries): (VariableEnumeration, [(VariableKey, VariableAttributes, Int)]) = m.driver.onCpu { cpu in
-            let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: true)
+            let listing = cpu.enumerateVariables(nameBufferSize: Efivarfs.nameBufferSize, growing: true, toleratingRepeats: true)
             let entries = listing.keys.compactMap { k -> (VariableKey, VariableAttributes, Int)? in
                 if case .bufferTooSmall(let a, let size)? = try? cpu.getVariable(k, capacity: 0) { return (k, a, size) }
                 return nil
@@ -176,6 +181,7 @@ struct DeleteCommand: DriverCommand {
                                                     discussion: "Example:\n  efivarfs-bridge delete BootNext-global")
     @Argument(help: "Name-GUID, GUID-Name, or Name-<short GUID name>.") var name: String
     @OptionGroup var machine: MachineOptions
+    static var changesStore: Bool { true }
     func validate() throws { _ = try parseName(name) }
     func perform(on m: Machine) -> CommandOutput {
         guard let key = VariableName.parse(name) else { return .fail("\(name): not a variable name", code: 64) }

@@ -88,6 +88,9 @@ for round in $(seq 1 "$rounds"); do
 			pids+=($!)
 		done
 	fi
+	# The random moment counts from the first acknowledged write: on a loaded machine (the
+	# whole suite in parallel) the writer may otherwise not get one in before the kill.
+	for _ in $(seq 500); do [ -s "$acked" ] && break; sleep 0.02; done
 	sleep "0.$(( (RANDOM % 40) + 5 ))"
 	kill -9 "$pid"
 	# SIGKILL: a test runner may have started us with SIGTERM blocked.
@@ -125,6 +128,8 @@ for round in $(seq 1 "$rounds"); do
 		fi
 	done
 	fusermount3 -u "$mnt"
+	# The next round's mount needs the store: wait for this round's server to let it go.
+	for _ in $(seq 250); do pgrep -f -- "mount ${storeargs[*]} $mnt --ready-fd" >/dev/null || break; sleep 0.02; done
 	writes=$(wc -l < "$acked")
 	reads=$(wc -l < "$seen")
 	total=$((total + writes))

@@ -1,4 +1,4 @@
-/* What a statically linked program that makes its own system calls sees (issue #18): the
+/* What a statically linked program that makes its own system calls sees: the
  * check go-efilib does before it uses efivarfs (canonical/go-efilib vars_linux.go
  * probeEfivarfs: unix.Statfs — a raw SYS_STATFS, no libc — then
  * `uint(st.Type) != uint(unix.EFIVARFS_MAGIC)`), the same through fstatfs, and the mount

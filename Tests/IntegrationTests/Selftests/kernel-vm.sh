@@ -12,12 +12,18 @@
 # Steps:
 #   selftests      the kernel's tools/testing/selftests/efivarfs/efivarfs.sh (matching source)
 #   efivar         efivar -w, -a, -p and -l on a variable (host binaries + libraries)
+#   efivar-append-refused
+#                  the same, on a store that appends only to the Secure Boot databases
+#                  (--svsm qemu, coconut): efivar -a fails with EINVAL, the value is -w's
 #   efibootmgr     efibootmgr -t 7 (writes Timeout), efibootmgr -v
 #   rw             create, read, append, delete a variable through efivarfs
 #   mm-ops         Selftests/mm-ops.sh: the operations whose MM requests KernelModuleTests
 #                  compares with the Swift driver's (run it first, on a fresh store)
 #   bootorder      efibootmgr -o 0002,0001,0000, and a variable KvmPersist-GUID = "persisted"
 #   persisted      what bootorder wrote, read back (run it after a reboot)
+#   forgotten      what bootorder wrote is gone: BootOrder is OVMF's 0001,0002,0000 again and
+#                  KvmPersist does not exist (after a reboot, on a store that keeps nothing
+#                  across SVSM starts: --svsm coconut without --coconut-persistence)
 #   reboot         power the VM off and boot it again (a new QEMU process on the same shared
 #                  memory, and a restarted host unless --keep-host); the steps after it run
 #                  in the new boot
@@ -159,14 +165,19 @@ run_step() {
 	case $1 in
 	selftests)
 		(cd /selftests && ./efivarfs.sh) ;;
-	efivar)
+	efivar|efivar-append-refused)
 		# efivar -w edits an existing variable: create it through efivarfs first.
 		printf '\007\000\000\000old' > $efivars/EfivarTool-$guid &&
 		printf 'svsm' > /tmp/val &&
 		efivar -w -n $guid-EfivarTool -f /tmp/val &&
-		efivar -a -n $guid-EfivarTool -f /tmp/val &&
+		if [ "$1" = efivar ]; then
+			efivar -a -n $guid-EfivarTool -f /tmp/val && value=svsmsvsm
+		else
+			# EFI_UNSUPPORTED from the store, which efivarfs reports as EINVAL.
+			! efivar -a -n $guid-EfivarTool -f /tmp/val && echo "append refused" && value=svsm
+		fi &&
 		efivar -p -n $guid-EfivarTool &&
-		test "$(tail -c +5 $efivars/EfivarTool-$guid)" = svsmsvsm &&
+		test "$(tail -c +5 $efivars/EfivarTool-$guid)" = $value &&
 		efivar -l | grep -x $guid-EfivarTool &&
 		chattr -i $efivars/EfivarTool-$guid && rm $efivars/EfivarTool-$guid &&
 		! efivar -l | grep -q EfivarTool ;;
@@ -184,6 +195,11 @@ run_step() {
 		efibootmgr | grep -qx 'BootOrder: 0002,0001,0000' &&
 		echo "KvmPersist: $(tail -c +5 $efivars/KvmPersist-$guid)" &&
 		test "$(tail -c +5 $efivars/KvmPersist-$guid)" = persisted ;;
+	forgotten)
+		efibootmgr &&
+		efibootmgr | grep -qx 'BootOrder: 0001,0002,0000' &&
+		! test -e $efivars/KvmPersist-$guid &&
+		echo "KvmPersist: absent" ;;
 	rw)
 		f=$efivars/KvmRw-$guid
 		printf '\007\000\000\000hello' > $f &&

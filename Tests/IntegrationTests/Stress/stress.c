@@ -1,5 +1,5 @@
 /*
- * Concurrency stress for an efivarfs mount (issue #10): P processes x T threads, each
+ * Concurrency stress for an efivarfs mount: P processes x T threads, each
  * thread a client doing a random mix of create, write, append, read, delete, list, chattr
  * and stat on two private variables and on four shared ones, for a bounded time.
  *
