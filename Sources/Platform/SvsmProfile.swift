@@ -49,13 +49,22 @@ public enum FirmwareBuild: String, CaseIterable, Sendable {
         VariableKey("db", .imageSecurityDatabase), VariableKey("dbx", .imageSecurityDatabase),
     ]
 
-    /// The build a VM's file shows: Secure Boot if it holds a variable only such a build
-    /// writes, else plain — a mount must not write what the VM's firmware would not.
+    /// The build a VM's file shows. A variable only AuthVariableLib writes means a
+    /// Secure-Boot-capable build booted the file. Variables without one mean a build without
+    /// it booted the file: a mount must not write what that firmware would not. A file no
+    /// firmware has booted yet (Debian's blank OVMF_VARS_4M.fd) shows nothing; the
+    /// distributions' OVMF builds are Secure-Boot-capable — Debian 12's OVMF_CODE_4M.fd,
+    /// the image its README.Debian calls the one for non-Secure-Boot guests, writes certdb,
+    /// certdbv, VendorKeysNv, CustomMode, SetupMode, SecureBoot, SignatureSupport and
+    /// VendorKeys on its first boot — so that is the default there.
     static func detect(in variables: [ExportedVariable]) -> (FirmwareBuild, reason: String) {
         if let v = variables.first(where: { evidence.contains($0.key) }) {
             return (.secureBoot, "the file holds \(v.key), which only a Secure-Boot-capable build writes")
         }
-        return (.plain, "the file holds no variable only a Secure-Boot-capable build writes")
+        if !variables.isEmpty {
+            return (.plain, "a firmware booted the file and wrote none of the variables a Secure-Boot-capable build writes")
+        }
+        return (.secureBoot, "no firmware has booted the file yet; distribution OVMF builds are Secure-Boot-capable")
     }
 }
 

@@ -408,12 +408,13 @@ struct FirmwareBuildTests {
         #expect(q == .failure(EfiStatusError(.unsupported)))
     }
 
-    @Test("a VM's file shows its build: Secure Boot only if it holds a variable only such a build writes")
+    @Test("a VM's file shows its build: AuthVariableLib's variables → Secure Boot; booted without them → plain; blank → Secure Boot")
     func detection() {
         let plainVars = [ExportedVariable(VariableKey("Boot0000", .globalVariable), StoredVariable(attributes: .nvBsRt, data: [1]))]
         #expect(FirmwareBuild.detect(in: plainVars).0 == .plain)
         let sbVars = plainVars + [ExportedVariable(VariableKey("certdb", .certDb), StoredVariable(attributes: [.nvBsRt, .timeBasedAuthenticatedWriteAccess], data: [4, 0, 0, 0]))]
         #expect(FirmwareBuild.detect(in: sbVars).0 == .secureBoot)
+        #expect(FirmwareBuild.detect(in: []).0 == .secureBoot)
     }
 }
 
