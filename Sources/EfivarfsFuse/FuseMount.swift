@@ -36,6 +36,12 @@ public struct FuseMount {
     /// Refuses a missing, non-directory, non-empty, already-mounted or stale mount point
     /// with a clear message.
     public func checkMountPoint() throws(MountError) {
+        // Ask the server first: the kernel answers a FUSE mount's statfs only from its
+        // server, while a stat of the mount's root may come from the attributes it keeps
+        // (this bridge lets it keep them, FuseAdapter.rootAttributeTimeout). A server that
+        // died answers ENOTCONN; a stopped one does not answer (the caller's time limit).
+        var fsInfo = statvfs()
+        if statvfs(mountPoint, &fsInfo) != 0, errno == ENOTCONN { throw .stale(mountPoint) }
         var st = stat()
         guard stat(mountPoint, &st) == 0 else {
             let e = errno
