@@ -55,17 +55,7 @@ extension SvsmVariableDriver {
         func fetchVariable(_ key: VariableKey, asked: Int) throws(SvsmCallError) -> GetVariableResult {
             let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: 0, dataSize: asked)
             let (status, reply) = try call(.getVariable, payload)
-            guard status == .success || status == .bufferTooSmall else { return .error(status) }
-            guard reply.count >= AccessVariablePayload.nameOffset else { return .error(.deviceError) }
-            let size = Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.dataSizeOffset))
-            let attrs = VariableAttributes(rawValue: reply.loadLE(UInt32.self, at: AccessVariablePayload.attributesOffset))
-            if status == .bufferTooSmall { return .bufferTooSmall(attributes: attrs, size: size) }
-            // A reply that claims more than the buffer holds is the service's error: never
-            // read past what came back.
-            let replyNameSize = Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.nameSizeOffset))
-            let (start, overflow) = AccessVariablePayload.nameOffset.addingReportingOverflow(replyNameSize)
-            guard !overflow, size <= asked, start <= reply.count, size <= reply.count - start else { return .error(.deviceError) }
-            return .found(attributes: attrs, data: Array(reply[start..<(start + size)]))
+            return MmVariableReply.getVariable(status: status, reply: reply, asked: asked)
         }
 
         /// Reads a whole variable: a size query, then the fetch, retried while it grows.
@@ -103,18 +93,7 @@ extension SvsmVariableDriver {
         func fetchNextVariable(after key: VariableKey, out: Int) throws(SvsmCallError) -> GetNextVariableNameResult {
             let payload = GetNextVariableNamePayload.encode(guid: key.guid, name: key.name, nameBufferSize: out)
             let (status, reply) = try call(.getNextVariableName, payload)
-            guard reply.count >= GetNextVariableNamePayload.nameOffset else { return .error(.deviceError) }
-            let size = Int(clamping: reply.loadLE(UInt64.self, at: GetNextVariableNamePayload.nameSizeOffset))
-            switch status {
-            case .success:
-                guard let name = Ucs2.readNulTerminated(reply, offset: GetNextVariableNamePayload.nameOffset,
-                                                        byteCount: min(size, reply.count - GetNextVariableNamePayload.nameOffset)) else {
-                    return .error(.deviceError)
-                }
-                return .next(VariableKey(guid: EfiGuid(bytes: reply, at: GetNextVariableNamePayload.guidOffset), name: name))
-            case .bufferTooSmall: return .bufferTooSmall(needed: size)
-            default: return .error(status)
-            }
+            return MmVariableReply.getNextVariableName(status: status, reply: reply)
         }
 
         /// `get_property_int`: NOT_FOUND means "no property" (all zero). Nil when the
@@ -192,12 +171,7 @@ extension SvsmVariableDriver {
 
         func fetchVariableInfo(attributes: UInt32) throws(SvsmCallError) -> Result<VariableStorageInfo, EfiStatusError> {
             let (status, reply) = try call(.queryVariableInfo, QueryVariableInfoPayload.encode(attributes: attributes))
-            guard status == .success else { return .failure(EfiStatusError(status.isError ? status : .deviceError)) }
-            guard reply.count >= QueryVariableInfoPayload.size else { return .failure(.deviceError) }
-            return .success(VariableStorageInfo(
-                maximumVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableStorageSizeOffset),
-                remainingVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.remainingVariableStorageSizeOffset),
-                maximumVariableSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableSizeOffset)))
+            return MmVariableReply.queryVariableInfo(status: status, reply: reply)
         }
     }
 }

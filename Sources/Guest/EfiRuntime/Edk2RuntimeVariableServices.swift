@@ -28,13 +28,7 @@ public struct Edk2RuntimeVariableServices: Sendable {
         let payload = AccessVariablePayload.encode(guid: key.guid, name: key.name, attributes: 0, dataSize: dataSize)
         let status: EfiStatus, reply: [UInt8]
         do { (status, reply) = try call(.getVariable, payload, in: context) } catch { return try Self.status(error, as: GetVariableResult.error) }
-        guard status == .success || status == .bufferTooSmall else { return .error(status) }
-        let size = Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.dataSizeOffset))
-        let attributes = VariableAttributes(rawValue: reply.loadLE(UInt32.self, at: AccessVariablePayload.attributesOffset))
-        if status == .bufferTooSmall { return .bufferTooSmall(attributes: attributes, size: size) }
-        let start = AccessVariablePayload.nameOffset + Int(clamping: reply.loadLE(UInt64.self, at: AccessVariablePayload.nameSizeOffset))
-        guard start <= reply.count, size <= reply.count - start else { return .error(.deviceError) }
-        return .found(attributes: attributes, data: Array(reply[start..<(start + size)]))
+        return MmVariableReply.getVariable(status: status, reply: reply)
     }
 
     /// `RuntimeServiceSetVariable`: one SET_VARIABLE (no property check at runtime).
@@ -49,11 +43,7 @@ public struct Edk2RuntimeVariableServices: Sendable {
         do { (status, reply) = try call(.queryVariableInfo, QueryVariableInfoPayload.encode(attributes: attributes), in: context) } catch {
             return try Self.status(error, as: { .failure(EfiStatusError($0)) })
         }
-        guard status == .success else { return .failure(EfiStatusError(status.isError ? status : .deviceError)) }
-        return .success(VariableStorageInfo(
-            maximumVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableStorageSizeOffset),
-            remainingVariableStorageSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.remainingVariableStorageSizeOffset),
-            maximumVariableSize: reply.loadLE(UInt64.self, at: QueryVariableInfoPayload.maximumVariableSizeOffset)))
+        return MmVariableReply.queryVariableInfo(status: status, reply: reply)
     }
 
     /// `RuntimeServiceGetNextVariableName`: one GET_NEXT_VARIABLE_NAME.
@@ -61,17 +51,7 @@ public struct Edk2RuntimeVariableServices: Sendable {
         let payload = GetNextVariableNamePayload.encode(guid: key.guid, name: key.name, nameBufferSize: nameBufferSize)
         let status: EfiStatus, reply: [UInt8]
         do { (status, reply) = try call(.getNextVariableName, payload, in: context) } catch { return try Self.status(error, as: GetNextVariableNameResult.error) }
-        let size = Int(clamping: reply.loadLE(UInt64.self, at: GetNextVariableNamePayload.nameSizeOffset))
-        switch status {
-        case .success:
-            guard let name = Ucs2.readNulTerminated(reply, offset: GetNextVariableNamePayload.nameOffset,
-                                                    byteCount: min(size, reply.count - GetNextVariableNamePayload.nameOffset)) else {
-                return .error(.deviceError)
-            }
-            return .next(VariableKey(guid: EfiGuid(bytes: reply, at: GetNextVariableNamePayload.guidOffset), name: name))
-        case .bufferTooSmall: return .bufferTooSmall(needed: size)
-        default: return .error(status)
-        }
+        return MmVariableReply.getNextVariableName(status: status, reply: reply)
     }
 
     /// A failed round trip: a status becomes the service's result, a fault goes on to the OS.
