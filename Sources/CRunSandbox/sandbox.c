@@ -12,6 +12,11 @@
 //    |                          mount go away, and removes the runtime directory
 //    +-- CMD ("C")           — own process group (the terminal's foreground group when S
 //                               had the terminal); PR_SET_PDEATHSIG SIGKILL
+//
+// Why one file of this length: the four processes' lifetimes are one state machine — the
+// pids, pidfds, the forwarded signals and the shutdown order live in one static `state`
+// that the signal handler, the reaper and the teardown all read. Split across files, that
+// state would have to be shared by every piece, which is what keeping it private prevents.
 #include "internal.h"
 #include "CRunSandbox.h"
 

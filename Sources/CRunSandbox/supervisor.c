@@ -26,6 +26,11 @@
 // did not have (the one exception: we stat/statfs as the supervisor, so a caller that
 // could not search a directory on the way to the mount gets the answer anyway — the mount
 // point itself is 0755 like the kernel's).
+//
+// Why one file of this length: every answer the supervisor gives goes through the same
+// checks of the notification (SECCOMP_IOCTL_NOTIF_ID_VALID before and after reading the
+// caller's memory, the caller's mount namespace), and the mount-table rewrites are only
+// reached from there; keeping them together keeps those checks in one place.
 #include "internal.h"
 
 #include <errno.h>
@@ -273,45 +278,17 @@ static bool append(struct text *t, const char *s, size_t n) {
 /// its per-mount options (mountinfo field 6).
 struct ours { char point[PATH_MAX]; char options[256]; };
 
-/// /proc/<pid>/mountinfo with our mount's lines saying what efivarfs's would:
-/// "... - efivarfs efivarfs rw" (fs/proc_namespace.c show_mountinfo: fstype, source, then
-/// the superblock's rw/ro and the filesystem's options; efivarfs shows uid=/gid= only when
-/// set, FUSE's user_id=,group_id=,default_permissions are dropped).
-static char *rewrite_mountinfo(struct ebr_supervisor *s, const char *orig, struct ours *found, int max, int *count) {
+/// A mount table rewritten line by line: `edit` appends a replacement for a line and
+/// returns 1, returns 0 to keep the line as it is, or -1 when out of memory.
+typedef int (*line_edit)(struct text *out, const char *line, size_t len, void *ctx);
+
+static char *rewrite_lines(const char *orig, line_edit edit, void *ctx) {
     struct text out = {0};
-    *count = 0;
-    char want[32];
-    snprintf(want, sizeof want, "%u:%u", major(s->dev), minor(s->dev));
     for (const char *line = orig; *line;) {
         const char *end = strchr(line, '\n');
         size_t len = end ? (size_t)(end - line) : strlen(line);
-        // Fields: id parent maj:min root mountpoint options [optional...] - fstype source superopts
-        char copy[8192];
-        bool changed = false;
-        if (len < sizeof copy) {
-            memcpy(copy, line, len);
-            copy[len] = 0;
-            char *fields[6] = {0};
-            char *save = NULL, *tok = strtok_r(copy, " ", &save);
-            for (int i = 0; i < 6 && tok; i++, tok = strtok_r(NULL, " ", &save)) fields[i] = tok;
-            const char *dash = strstr(line, " - ");
-            if (fields[5] && strcmp(fields[2], want) == 0 && dash && dash < line + len) {
-                // superopts begin with "rw" or "ro".
-                const char *super = dash + 3;
-                const char *sp1 = memchr(super, ' ', (size_t)(line + len - super));
-                const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(line + len - sp1 - 1)) : NULL;
-                bool ro = sp2 && strncmp(sp2 + 1, "ro", 2) == 0;
-                if (!append(&out, line, (size_t)(dash - line)) || !append(&out, " - efivarfs efivarfs ", 21) ||
-                    !append(&out, ro ? "ro" : "rw", 2))
-                    goto oom;
-                if (*count < max) {
-                    snprintf(found[*count].point, sizeof found[*count].point, "%s", fields[4]);
-                    snprintf(found[*count].options, sizeof found[*count].options, "%s", fields[5]);
-                    (*count)++;
-                }
-                changed = true;
-            }
-        }
+        int changed = edit(&out, line, len, ctx);
+        if (changed < 0) goto oom;
         if (!changed && !append(&out, line, len)) goto oom;
         if (end && !append(&out, "\n", 1)) goto oom;
         line = end ? end + 1 : line + len;
@@ -324,44 +301,78 @@ oom:
     return NULL;
 }
 
+struct mountinfo_edit { const char *want; struct ours *found; int max; int *count; };
+
+/// One mountinfo line: "id parent maj:min root mountpoint options [optional...] - fstype
+/// source superopts"; ours (by device) becomes "... - efivarfs efivarfs rw|ro".
+static int edit_mountinfo_line(struct text *out, const char *line, size_t len, void *ctx) {
+    struct mountinfo_edit *e = ctx;
+    char copy[8192];
+    if (len >= sizeof copy) return 0;
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    char *fields[6] = {0};
+    char *save = NULL, *tok = strtok_r(copy, " ", &save);
+    for (int i = 0; i < 6 && tok; i++, tok = strtok_r(NULL, " ", &save)) fields[i] = tok;
+    const char *dash = strstr(line, " - ");
+    if (!fields[5] || strcmp(fields[2], e->want) != 0 || !dash || dash >= line + len) return 0;
+    // superopts begin with "rw" or "ro".
+    const char *super = dash + 3;
+    const char *sp1 = memchr(super, ' ', (size_t)(line + len - super));
+    const char *sp2 = sp1 ? memchr(sp1 + 1, ' ', (size_t)(line + len - sp1 - 1)) : NULL;
+    bool ro = sp2 && strncmp(sp2 + 1, "ro", 2) == 0;
+    if (!append(out, line, (size_t)(dash - line)) || !append(out, " - efivarfs efivarfs ", 21) || !append(out, ro ? "ro" : "rw", 2))
+        return -1;
+    if (*e->count < e->max) {
+        snprintf(e->found[*e->count].point, sizeof e->found[*e->count].point, "%s", fields[4]);
+        snprintf(e->found[*e->count].options, sizeof e->found[*e->count].options, "%s", fields[5]);
+        (*e->count)++;
+    }
+    return 1;
+}
+
+/// /proc/<pid>/mountinfo with our mount's lines saying what efivarfs's would:
+/// "... - efivarfs efivarfs rw" (fs/proc_namespace.c show_mountinfo: fstype, source, then
+/// the superblock's rw/ro and the filesystem's options; efivarfs shows uid=/gid= only when
+/// set, FUSE's user_id=,group_id=,default_permissions are dropped).
+static char *rewrite_mountinfo(struct ebr_supervisor *s, const char *orig, struct ours *found, int max, int *count) {
+    *count = 0;
+    char want[32];
+    snprintf(want, sizeof want, "%u:%u", major(s->dev), minor(s->dev));
+    struct mountinfo_edit e = { want, found, max, count };
+    return rewrite_lines(orig, edit_mountinfo_line, &e);
+}
+
+struct mounts_edit { const struct ours *found; int count; };
+
+/// One /proc/<pid>/mounts line: "source point type options 0 0"; ours (by mount point and
+/// a fuse type) becomes "efivarfs <point> efivarfs <options> 0 0".
+static int edit_mounts_line(struct text *out, const char *line, size_t len, void *ctx) {
+    struct mounts_edit *e = ctx;
+    char copy[8192];
+    if (len >= sizeof copy) return 0;
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    char *save = NULL;
+    strtok_r(copy, " ", &save);
+    char *point = strtok_r(NULL, " ", &save);
+    char *type = strtok_r(NULL, " ", &save);
+    for (int i = 0; point && type && i < e->count; i++) {
+        if (strncmp(type, "fuse", 4) != 0 || strcmp(point, e->found[i].point) != 0) continue;
+        if (!append(out, "efivarfs ", 9) || !append(out, point, strlen(point)) || !append(out, " efivarfs ", 10) ||
+            !append(out, e->found[i].options, strlen(e->found[i].options)) || !append(out, " 0 0", 4))
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
 /// /proc/<pid>/mounts: "efivarfs <point> efivarfs rw,nosuid,nodev,noexec,relatime 0 0"
 /// for our mount (fs/proc_namespace.c show_vfsmnt: source, point, type, the mount's
 /// options — the superblock's rw/ro, then per-mount flags — and "0 0").
 static char *rewrite_mounts(const char *orig, const struct ours *found, int count) {
-    struct text out = {0};
-    for (const char *line = orig; *line;) {
-        const char *end = strchr(line, '\n');
-        size_t len = end ? (size_t)(end - line) : strlen(line);
-        bool changed = false;
-        char copy[8192];
-        if (len < sizeof copy) {
-            memcpy(copy, line, len);
-            copy[len] = 0;
-            char *save = NULL;
-            strtok_r(copy, " ", &save);
-            char *point = strtok_r(NULL, " ", &save);
-            char *type = strtok_r(NULL, " ", &save);
-            for (int i = 0; point && type && i < count; i++) {
-                if (strncmp(type, "fuse", 4) == 0 && strcmp(point, found[i].point) == 0) {
-                    if (!append(&out, "efivarfs ", 9) || !append(&out, point, strlen(point)) ||
-                        !append(&out, " efivarfs ", 10) || !append(&out, found[i].options, strlen(found[i].options)) ||
-                        !append(&out, " 0 0", 4))
-                        goto oom;
-                    changed = true;
-                    break;
-                }
-            }
-        }
-        if (!changed && !append(&out, line, len)) goto oom;
-        if (end && !append(&out, "\n", 1)) goto oom;
-        line = end ? end + 1 : line + len;
-    }
-    if (!out.p && !append(&out, "", 0)) goto oom;
-    return out.p;
-oom:
-    free(out.p);
-    errno = ENOMEM;
-    return NULL;
+    struct mounts_edit e = { found, count };
+    return rewrite_lines(orig, edit_mounts_line, &e);
 }
 
 /// Lexical normalisation of an absolute path: "//", "." and ".." removed.

@@ -223,4 +223,13 @@ public final class Machine: Sendable {
              + (driver.hasVarCheckProperties ? "" : "; no VAR_CHECK properties"))
         self.bootLog = log
     }
+
+    /// A machine with an in-memory store: what the scenarios boot.
+    public convenience init(vcpuCount: Int, profile: SvsmProfile, observer: (any SvsmCallObserver)? = nil) throws(BootError) {
+        var config = Configuration()
+        config.vcpuCount = vcpuCount
+        config.profile = profile
+        config.observer = observer
+        try self.init(config)
+    }
 }

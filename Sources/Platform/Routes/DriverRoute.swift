@@ -27,11 +27,7 @@ public struct DriverRoute: Sendable {
 
     public func run() throws -> Run {
         let log = SvsmCallLog()
-        var config = Machine.Configuration()
-        config.vcpuCount = vcpuCount
-        config.profile = profile
-        config.observer = log
-        let m = try Machine(config)
+        let m = try Machine(vcpuCount: vcpuCount, profile: profile, observer: log)
         log.setProbe { [vcpus = m.vcpus] _ in
             HeldAtCall(efivarsLock: nil, efiRuntimeLock: nil, vcpuHeld: vcpus.usage.inUse > 0, interruptsEnabled: nil)
         }

@@ -30,10 +30,7 @@ public struct MmioTrapRoute: Sendable {
     public init(vcpuCount: Int, profile: SvsmProfile = .edk2) { self.vcpuCount = vcpuCount; self.profile = profile }
 
     public func run() throws -> Run {
-        var config = Machine.Configuration()
-        config.vcpuCount = vcpuCount
-        config.profile = profile
-        let m = try Machine(config)
+        let m = try Machine(vcpuCount: vcpuCount, profile: profile)
         // A VMGEXIT with protocol 4 in RAX but call_pending left 0: what an access trap
         // would look like to the SVSM if a host forwarded one as a plain exit.
         let (before, after) = m.vcpus.withVcpu(apicId: 0) { v -> (UInt64, UInt64) in

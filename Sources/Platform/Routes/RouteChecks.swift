@@ -101,10 +101,8 @@ enum RouteChecks {
                             observed: "EFI_RUNTIME_SERVICES \(r.runtimeServicesEnabled ? "set" : "clear"), listing \(r.operations.last.map { "\($0.result)" } ?? "-")",
                             ok: r.runtimeServicesEnabled && { if case .listed(let n)? = r.operations.last?.result { return n > 0 }; return false }()))
         if let mig = r.migration {
-            checks.append(Check(claim: "(counterfactual) RDMSR answered on vCPU 1, VMGEXIT on vCPU 0: not executed",
-                                source: "coconut-svsm execloop.rs get_and_clear_caa_request_flag; AmdSvsmLib.c SvsmMsrProtocol (Pending != 0 → SnpTerminate)",
-                                observed: mig.call.map { "call_pending at resume \($0.callPendingAtResume), \($0.executed ? "executed" : "not executed")" } ?? "no call",
-                                ok: mig.call.map { !$0.executed && $0.callPendingAtResume == 1 } ?? false))
+            checks.append(notExecuted(mig, claim: "(counterfactual) RDMSR answered on vCPU 1, VMGEXIT on vCPU 0: not executed",
+                                      source: "coconut-svsm execloop.rs get_and_clear_caa_request_flag; AmdSvsmLib.c SvsmMsrProtocol (Pending != 0 → SnpTerminate)"))
         }
         return checks
     }
@@ -133,10 +131,8 @@ enum RouteChecks {
                             observed: "\(calls.filter { $0.held?.vcpuHeld == true }.count) of \(calls.count) calls",
                             ok: calls.allSatisfy { $0.held?.vcpuHeld == true }))
         if let mig = r.migration {
-            checks.append(Check(claim: "a call on vCPU 0 through vCPU 1's CAA is not executed",
-                                source: "coconut-svsm execloop.rs; svsm.c svsm_perform_ghcb_protocol (pending → -EINVAL)",
-                                observed: mig.call.map { "call_pending at resume \($0.callPendingAtResume), \($0.executed ? "executed" : "not executed")" } ?? "no call",
-                                ok: mig.call.map { !$0.executed && $0.callPendingAtResume == 1 } ?? false))
+            checks.append(notExecuted(mig, claim: "a call on vCPU 0 through vCPU 1's CAA is not executed",
+                                      source: "coconut-svsm execloop.rs; svsm.c svsm_perform_ghcb_protocol (pending → -EINVAL)"))
         }
         return checks
     }
@@ -152,6 +148,15 @@ enum RouteChecks {
         var b = [UInt8](repeating: 0, count: 4)
         b.storeLE(VariableAttributes.nvBsRt.rawValue, at: 0)
         return b
+    }
+
+    /// A call made through another vCPU's CAA (a migration between CAA choice and VMGEXIT):
+    /// the SVSM reads the CAA its registry binds, finds nothing pending, and call_pending
+    /// stays 1 on resume.
+    static func notExecuted(_ mig: MigrationObservation, claim: String, source: String) -> Check {
+        Check(claim: claim, source: source,
+              observed: mig.call.map { "call_pending at resume \($0.callPendingAtResume), \($0.executed ? "executed" : "not executed")" } ?? "no call",
+              ok: mig.call.map { !$0.executed && $0.callPendingAtResume == 1 } ?? false)
     }
 }
 

@@ -49,11 +49,7 @@ public struct RuntimeServicesRoute: Sendable {
 
     public func run() throws -> Run {
         let log = SvsmCallLog()
-        var config = Machine.Configuration()
-        config.vcpuCount = vcpuCount
-        config.profile = profile
-        config.observer = log
-        let m = try Machine(config)
+        let m = try Machine(vcpuCount: vcpuCount, profile: profile, observer: log)
         var notes: [String] = []
         if kernel.bootCpuCallingArea == .kernelImagePage {
             try keepBootCaPage(m)

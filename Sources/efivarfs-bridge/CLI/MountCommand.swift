@@ -39,23 +39,10 @@ struct MountCommand: ParsableCommand {
     @OptionGroup var machine: MachineOptions
     @OptionGroup var logging: LoggingOptions
 
-    @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file (see the README).", valueName: "file"))
-    var trace: String?
+    @OptionGroup var server: ServerOptions
 
     @Option(name: .customLong("log-requests"), help: ArgumentHelp("Append the hex of every UEFI MM request the SVSM receives from the driver probe on (header + message, one line each, before dispatch) to this file; serve-svsm writes the same.", valueName: "file"))
     var logRequests: String?
-
-    @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db (keys and certificates written to this directory) and boot with them enrolled: Secure Boot on.", valueName: "directory"))
-    var enrollGenerate: String?
-
-    @Flag(name: .long, help: "With --enroll-generate: replace keys already in the directory and a PK already in the store.")
-    var replaceKeys = false
-
-    @Option(name: .long, help: "FUSE worker threads (each request holds one vCPU while it runs).")
-    var fuseThreads = 4
-
-    @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (a driver-design experiment: lets concurrent SetVariables reach the store together, where group commit can batch their fdatasyncs).")
-    var noEfivarsLock = false
 
     @Option(name: .customLong("ready-fd"), help: .hidden)
     var readyFd: Int32?
@@ -91,7 +78,7 @@ struct MountCommand: ParsableCommand {
 
     func validate() throws {
         _ = try parsedOptions()
-        guard (1...1024).contains(fuseThreads) else { throw ValidationError("--fuse-threads must be between 1 and 1024") }
+        guard (1...1024).contains(server.fuseThreads) else { throw ValidationError("--fuse-threads must be between 1 and 1024") }
     }
 
     func run() throws {
@@ -99,9 +86,9 @@ struct MountCommand: ParsableCommand {
         // FUSE worker threads do not follow the vCPU count: on a small host more threads only
         // contend (measured on 2 cores: 16 threads ran a mixed load at half the speed of 4,
         // whatever the vCPU count). Requests still rotate over every vCPU.
-        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, readOnly: opts.readOnly, threads: fuseThreads)
+        let fuse = FuseMount(mountPoint: mountPoint, allowOther: opts.allowOther, readOnly: opts.readOnly, threads: server.fuseThreads)
         checkMountPoint(fuse)
-        if let dir = enrollGenerate, !replaceKeys { try refuseExistingKeys(dir) }
+        if let dir = server.enrollGenerate, !server.replaceKeys { try refuseExistingKeys(dir) }
         if !foreground && readyFd == nil {
             throw ExitCode(Daemon.spawnAndWait(arguments: Array(CommandLine.arguments.dropFirst())))
         }
@@ -110,7 +97,7 @@ struct MountCommand: ParsableCommand {
         if readyFd != nil { Daemon.dieWithParentUntilReady() }
         var config = machine.configuration(alwaysCreate: true)
         var tracer: TraceWriter?
-        if let path = trace {
+        if let path = server.trace {
             do { tracer = try TraceWriter(path: path) } catch { fail("\(error)") }
         }
         let logger = logging.bootstrap()
@@ -121,12 +108,12 @@ struct MountCommand: ParsableCommand {
         config.observer = ObserverFanOut([statistics, LoggingObserver(logger: logger)] + (tracer.map { [$0] } ?? []))
         config.recordBoot = logger.logLevel <= .debug
         logger.info("booting the modelled guest: \(machine.vcpus) vCPUs, store \(config.store.path ?? "in memory")")
-        if let dir = enrollGenerate {
+        if let dir = server.enrollGenerate {
             // Written into `dir` by the boot, once the store has accepted them (a store that
             // already has a PK refuses them without --replace-keys).
             do { config.enrolledKeys = try KeyEnrollment.generate() } catch { fail("--enroll-generate: \(error)") }
             config.enrolledKeysDirectory = dir
-            config.replaceKeys = replaceKeys
+            config.replaceKeys = server.replaceKeys
         }
         let machineInstance: Machine
         do { machineInstance = try Machine(config) } catch { fail(error.description) }
@@ -134,7 +121,7 @@ struct MountCommand: ParsableCommand {
         var fsOptions = Efivarfs.Options()
         fsOptions.uid = opts.uid
         fsOptions.gid = opts.gid
-        fsOptions.efivarsLock = !noEfivarsLock
+        fsOptions.efivarsLock = !server.noEfivarsLock
         fsOptions.readOnly = opts.readOnly
         let fs = Efivarfs(driver: machineInstance.driver, options: fsOptions)
         do { try fs.populate() } catch { fail("mount: \(error)") }

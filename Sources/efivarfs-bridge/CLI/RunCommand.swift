@@ -45,16 +45,7 @@ struct RunCommand: ParsableCommand {
     var options: [String] = []
     @OptionGroup var machine: MachineOptions
     @OptionGroup var logging: LoggingOptions
-    @Option(name: .long, help: ArgumentHelp("Write one JSON line per SVSM call to this file.", valueName: "file"))
-    var trace: String?
-    @Option(name: .long, help: ArgumentHelp("Generate a lab PK, KEK and db into this directory and boot with them enrolled.", valueName: "directory"))
-    var enrollGenerate: String?
-    @Flag(name: .long, help: "With --enroll-generate: replace keys already in the directory and a PK already in the store.")
-    var replaceKeys = false
-    @Option(name: .long, help: "FUSE worker threads.")
-    var fuseThreads = 4
-    @Flag(name: .long, help: "Do not serialise writes with Linux's efivars_lock (see mount --help).")
-    var noEfivarsLock = false
+    @OptionGroup var server: ServerOptions
 
     @Argument(parsing: .postTerminator, help: ArgumentHelp("The command and its arguments, after --.", valueName: "CMD"))
     var command: [String] = []
