@@ -31,6 +31,11 @@ struct LifecycleStressTests {
         }
         #expect(count("SIGKILL") > 0 && count("SIGSTOP") > 0 && count("SIGTERM") > 0, "\(summary)")
         #expect(count("acknowledged writes") > 0, "\(summary)")
-        #expect(count("variables checked after a remount") == 20, "\(summary)")
+        // Every acknowledged name is checked (the script fails a client with none). The two
+        // FUSE writers acknowledge hundreds of writes round-robin over 8 names each, so all
+        // 16 of theirs are there; the scripting writer starts a process per `set` and may,
+        // on a slow machine, see all of one name's attempts land in a stop or a restart, so
+        // its 4 names are not all required (a CI run acknowledged 3 of them: 19 checked).
+        #expect(count("variables checked after a remount") >= 17, "\(summary)")
     }
 }
