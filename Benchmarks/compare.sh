@@ -32,11 +32,12 @@ for r in $(seq "$RUNS"); do
         res[$which-read]+="$(ops read "$N") "; res[$which-mixed-4]+="$(ops mixed "$N" 4 2000) "
         res[$which-delete]+="$(ops delete "$N") "; stop
         rm -rf "$work/store"; "$bin" mount --store "$work/store" "$mnt"; wait_mount
-        res[$which-durable-1]+="$(ops durable "$N" 1 300) "; res[$which-durable-8]+="$(ops durable "$N" 8 300) "; stop
+        res[$which-durable-1]+="$(ops durable "$N" 1 300) "; res[$which-durable-8]+="$(ops durable "$N" 8 300) "
+        ops write "$N" >/dev/null; res[$which-durable-delete]+="$(ops delete "$N") "; stop
     done
 done
 printf "%-12s %12s %12s %8s\n" workload old new "new/old"
-for k in write list read mixed-4 delete durable-1 durable-8; do
+for k in write list read mixed-4 delete durable-1 durable-8 durable-delete; do
     o=$(echo ${res[old-$k]} | median); n=$(echo ${res[new-$k]} | median)
     printf "%-12s %12s %12s %8s\n" "$k" "$o" "$n" "$(awk -v a="$n" -v b="$o" 'BEGIN { printf "%.2f", a / b }')"
 done

@@ -52,11 +52,15 @@ for r in $(seq "$RUNS"); do
     # Durable: the baseline appends + fdatasyncs; the bridge uses its native store.
     for loop in pool mt; do
         start_baseline --loop $loop --durable "$work/base.log"
-        d1=$(ops durable "$N" 1 300); d8=$(ops durable "$N" 8 300); stop
-        if [ $loop = pool ]; then pool[durable-1]+="$d1 "; pool[durable-8]+="$d8 "; else mt[durable-1]+="$d1 "; mt[durable-8]+="$d8 "; fi
+        d1=$(ops durable "$N" 1 300); d8=$(ops durable "$N" 8 300)
+        ops write "$N" >/dev/null; dd=$(ops delete "$N"); stop
+        if [ $loop = pool ]; then pool[durable-1]+="$d1 "; pool[durable-8]+="$d8 "; pool[durable-delete]+="$dd "
+        else mt[durable-1]+="$d1 "; mt[durable-8]+="$d8 "; mt[durable-delete]+="$dd "; fi
     done
     rm -rf "$work/store"; start_bridge --store "$work/store"
-    brid[durable-1]+="$(ops durable "$N" 1 300) "; brid[durable-8]+="$(ops durable "$N" 8 300) "; stop
+    brid[durable-1]+="$(ops durable "$N" 1 300) "; brid[durable-8]+="$(ops durable "$N" 8 300) "
+    # Durable deletes: N variables created (each synced), then deleted as libefivar deletes.
+    ops write "$N" >/dev/null; brid[durable-delete]+="$(ops delete "$N") "; stop
     # Without Linux's efivars_lock (which serialises every SetVariable), so that concurrent
     # writes reach the store together and group commit can batch them.
     rm -rf "$work/store"; start_bridge --store "$work/store" --no-efivars-lock
@@ -66,7 +70,7 @@ done
 echo
 echo "== FUSE path: operations per second, median of $RUNS runs, N = $N; ratio = bridge / the better baseline"
 printf "%-12s %12s %12s %12s %8s %8s\n" workload "base pool" "base mt" "bridge" ratio target
-for k in write list read mixed-4 delete durable-1 durable-8; do
+for k in write list read mixed-4 delete durable-1 durable-8 durable-delete; do
     p=$(echo ${pool[$k]} | median); m=$(echo ${mt[$k]} | median); g=$(echo ${brid[$k]} | median)
     best=$(( p > m ? p : m ))
     case $k in mixed-4|durable-8) t="-" ;; *) t=">= 0.9" ;; esac

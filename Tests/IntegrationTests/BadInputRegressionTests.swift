@@ -416,6 +416,7 @@ struct BadInputRegressionTests {
 
     @Test("--enroll-generate: a directory holding keys is refused; a store that has a PK is refused unless --replace-keys; a missing directory is named with its errno")
     func enrollGenerate() throws {
+        try requirePrerequisites(.fusermount)
         let w = Self.scratch()
         defer { for m in ["m"] { Bridge.unmount("\(w)/\(m)") }; Self.remove(w) }
         let r = Self.script("""
@@ -445,6 +446,7 @@ struct BadInputRegressionTests {
 
     @Test("a store on a full disk: ENOSPC on the mount, no temporary file left, everything acknowledged intact, and the store opens again")
     func fullDisk() throws {
+        try requirePrerequisites(.fusermount)
         let w = Self.scratch()
         let disk = w + "/disk"
         try FileManager.default.createDirectory(atPath: disk, withIntermediateDirectories: true)
@@ -493,6 +495,7 @@ struct BadInputRegressionTests {
 
     @Test("-o ro: reads work; writes, chattr and unlink are EROFS; set and delete through the mount's server are refused (4)")
     func readOnlyMount() throws {
+        try requirePrerequisites(.chattr)
         let w = Self.scratch()
         defer { Bridge.unmount(w + "/m"); Self.remove(w) }
         let r = Self.script("""
@@ -549,6 +552,7 @@ struct BadInputRegressionTests {
         ("missing", ": No such file or directory"),
     ])
     func mountMessages(_ kind: String, _ message: String) throws {
+        try requirePrerequisites(.fusermount)
         let w = Self.scratch()
         let m = w + "/m"
         defer { Bridge.unmount(m); Self.remove(w) }

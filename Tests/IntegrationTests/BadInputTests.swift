@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Rows of docs/bad-input.md that no other suite covers: mount options, CLI arguments and
 /// ioctls, each with its exact response.
@@ -53,6 +54,7 @@ struct BadInputTests {
 
     @Test("ioctls: an unknown one is ENOTTY, FS_APPEND_FL is EOPNOTSUPP, the directory's flags are EOPNOTSUPP through FUSE")
     func badIoctls() throws {
+        try requirePrerequisites(.chattr, .python3)
         try Bridge.withMount { dir in
             let f = "\(dir)/BootOrder-\(globalGuid)"
             let unknown = Shell.run("python3 -c \"import fcntl, os; fcntl.ioctl(os.open('\(f)', os.O_RDONLY), 0x80087601, bytes(8))\"")

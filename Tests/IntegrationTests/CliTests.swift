@@ -89,6 +89,55 @@ struct CliTests {
         let refused = cli("list --svsm coconut --store /nonexistent/store")
         #expect(refused.status != 0 && refused.err.contains("--coconut-persistence"), "\(refused.err)")
     }
+
+    /// `info` prints the manifest the model's SVSM returns, not flags of its own: every flag it
+    /// shows is the bit of the bytes it read (COCONUT's `{u32 version; u32 flags}`, bit 0
+    /// persistent_nv_vars, 1 secureboot_enabled, 2 secureboot_db_update), and the bytes are
+    /// those docs/svsm-profiles.md's table gives for each profile and store. The cases include
+    /// those where "a store path was given" and "Secure Boot updates are always possible" are
+    /// wrong: COCONUT with persistence still reports 0 in bit 0, and no profile sets bit 2
+    /// without a PK.
+    @Test("info's manifest flags are the bits of the manifest bytes the SVSM returned, per profile and store", arguments: [
+        // (info arguments, expected flags), the flags written down from the table:
+        ("--svsm edk2 --ephemeral", 0),                  // no journal, no PK
+        ("--svsm edk2 --store S --create", 1),           // journal; no PK
+        ("--svsm edk2 --store K", 7),                    // journal; PK (lab keys); AuthVariableLib
+        ("--svsm qemu --store S --create", 1),           // journal; no PK
+        ("--svsm coconut --coconut-secureboot --ephemeral", 2),   // PK from the secureboot feature; bits 0 and 2 hard-coded 0
+        ("--svsm coconut --coconut-secureboot --coconut-persistence --store S --create", 2),
+    ])
+    func manifestFlagsAreTheBytes(args: String, flags: Int) throws {
+        let tmp = Bridge.makeTempDir()
+        defer { Shell.run("rm -rf '\(tmp)'") }
+        if args.hasSuffix("--store K") {
+            // A store with lab keys enrolled: one mount with --enroll-generate (into an
+            // existing, empty directory).
+            try #require(Shell.run("mkdir '\(tmp)/keys'").status == 0)
+            try Bridge.withMount("--store '\(tmp)/K' --enroll-generate '\(tmp)/keys'") { _ in }
+        }
+        let resolved = args.replacingOccurrences(of: "--store S", with: "--store '\(tmp)/S'")
+            .replacingOccurrences(of: "--store K", with: "--store '\(tmp)/K'")
+        let r = cli("info --json \(resolved)")
+        try #require(r.status == 0, "info \(args): \(r.err)")
+        let info = try #require(JSONSerialization.jsonObject(with: Data(r.out.utf8)) as? [String: Any])
+        let manifest = try #require(info["manifest"] as? [String: Any])
+        let hex = try #require(manifest["bytes"] as? String)
+        #expect(hex == String(format: "00000000%02x000000", flags), "\(args): manifest \(hex)")
+        // The printed fields, decoded from the printed bytes (little-endian u32s).
+        let bytes = stride(from: 0, to: hex.count, by: 2).compactMap {
+            UInt8(hex[hex.index(hex.startIndex, offsetBy: $0)..<hex.index(hex.startIndex, offsetBy: $0 + 2)], radix: 16)
+        }
+        try #require(bytes.count == 8, "\(args): \(hex)")
+        let version = bytes[0..<4].reversed().reduce(0) { $0 << 8 | Int($1) }
+        let bits = bytes[4..<8].reversed().reduce(0) { $0 << 8 | Int($1) }
+        #expect(manifest["version"] as? Int == version)
+        #expect(manifest["persistent_nv_vars"] as? Bool == (bits & 1 != 0), "\(args)")
+        #expect(manifest["secureboot_enabled"] as? Bool == (bits & 2 != 0), "\(args)")
+        #expect(manifest["secureboot_db_update"] as? Bool == (bits & 4 != 0), "\(args)")
+        // The text form prints the same bytes and flags.
+        let text = cli("info \(resolved)").out
+        #expect(text.contains(hex) && text.contains("secureboot_db_update=\(bits & 4 != 0 ? 1 : 0)"), "\(text)")
+    }
 }
 
 @Suite("Live-mount tools: stats, logging, completions", .serialized)

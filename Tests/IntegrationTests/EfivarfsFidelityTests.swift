@@ -33,7 +33,7 @@ struct EfivarfsFidelityTests {
 
     @Test("efivar: -p -n, -w with its immutable handling, -a append", arguments: profiles)
     func efivarClient(_ svsm: String) throws {
-        try requirePrerequisites(.efivar)
+        try requirePrerequisites(.efivar, .chattr)
         try Bridge.withMount("--svsm \(svsm)") { dir in
             let env = ["EFIVARFS_PATH": dir + "/"]
             let tmp = Bridge.makeTempDir()
@@ -106,7 +106,7 @@ struct EfivarfsFidelityTests {
 
     @Test("operations efivarfs does not have fail as efivarfs fails", arguments: profiles)
     func missingOperations(_ svsm: String) throws {
-        try requirePrerequisites(.attr, .chattr)
+        try requirePrerequisites(.attr, .chattr, .python3)
         try Bridge.withMount("--svsm \(svsm)") { dir in
             let t = "\(dir)/Timeout-\(globalGuid)"
             #expect(Shell.run("mv '\(t)' '\(dir)/Other-\(globalGuid)'").err.contains("Operation not permitted"))
@@ -167,6 +167,7 @@ struct EfivarfsFidelityTests {
 
     @Test("write errors map as efivarfs maps them: EROFS, EINVAL, EIO", arguments: profiles)
     func writeErrnos(_ svsm: String) throws {
+        try requirePrerequisites(.chattr)
         try Bridge.withMount("--svsm \(svsm)") { dir in
             // Read-only by property: SecureBoot (after chattr -i) → EROFS.
             let sb = "\(dir)/SecureBoot-\(globalGuid)"
@@ -231,6 +232,7 @@ struct EfivarfsFidelityTests {
 
     @Test("every read fetches afresh; stat's size stays as the kernel's cached i_size", arguments: profiles)
     func freshReads(_ svsm: String) throws {
+        try requirePrerequisites(.chattr)
         try Bridge.withMount("--svsm \(svsm)") { dir in
             let f = "\(dir)/Fresh-\(testGuid)"
             Shell.run("printf '\\x07\\x00\\x00\\x00ab' > '\(f)'")

@@ -77,7 +77,7 @@ struct QemuBootTests {
 
     @Test("the firmware's own writes read back through --from-fd; the mount's changes boot in OVMF and the firmware sees them")
     func roundTripThroughOvmf() throws {
-        try requirePrerequisites(.qemu, .ovmf)
+        try requirePrerequisites(.qemu, .ovmf, .chattr)
         let work = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(work)'") }
         let vars = work + "/OVMF_VARS.fd"

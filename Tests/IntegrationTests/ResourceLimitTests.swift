@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 
 /// Resource limits: a full store, thousands of open files, one-byte reads.
 @Suite("Resource limits")
@@ -8,6 +9,7 @@ struct ResourceLimitTests {
 
     @Test("a full store answers ENOSPC, loses nothing, and is usable again once space is freed")
     func fullStore() throws {
+        try requirePrerequisites(.python3)
         try Bridge.withMount { dir in
             let script = """
             import errno, os, sys
@@ -49,6 +51,7 @@ struct ResourceLimitTests {
 
     @Test("a client holding 5,000 open files and reading one byte at a time does not exhaust the bridge")
     func manyOpenFilesAndByteReads() throws {
+        try requirePrerequisites(.python3)
         try Bridge.withMount { dir in
             let pid = Shell.run("pgrep -f \"efivarfs-bridge mount .*\(dir)\" | head -1").out.trimmingCharacters(in: .whitespacesAndNewlines)
             try #require(!pid.isEmpty, "bridge pid not found")

@@ -127,7 +127,7 @@ struct SecureBootTests {
 
     @Test("private authenticated variables: created signed, updated only by the same signer, certdb tracks them")
     func privateAuthenticatedVariable() throws {
-        try requirePrerequisites(.openssl, .efitools)
+        try requirePrerequisites(.openssl, .efitools, .chattr)
         let lab = try KeyLab()
         defer { lab.cleanup() }
         try Bridge.withMount { dir in

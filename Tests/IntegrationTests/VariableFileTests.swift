@@ -84,7 +84,7 @@ struct VariableFileTests {
 
     @Test("Microsoft's signed dbx update: accepted once, a no-op when appended again, refused tampered or without APPEND")
     func microsoftDbxUpdate() throws {
-        try requirePrerequisites(.ovmf)
+        try requirePrerequisites(.ovmf, .chattr)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         let update = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/DBXUpdate-amd64.bin").path
@@ -150,7 +150,7 @@ struct VariableFileTests {
 struct LiveFileTests {
     @Test("--from-fd: changes land in the same OVMF_VARS.fd, same size, readable by virt-fw-vars; one server per file")
     func liveFd() throws {
-        try requirePrerequisites(.ovmf)
+        try requirePrerequisites(.ovmf, .efibootmgr, .virtFirmware)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         Shell.run("cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd '\(tmp)/vm.fd'")
@@ -176,7 +176,7 @@ struct LiveFileTests {
 
     @Test("--from-fd takes the firmware build from the file: booted without AuthVariableLib → plain, no certdb written; blank or enrolled → Secure Boot; --firmware overrides")
     func firmwareBuildFromTheFile() throws {
-        try requirePrerequisites(.ovmf)
+        try requirePrerequisites(.ovmf, .virtFirmware)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         func names(_ file: String) throws -> Set<String> {
@@ -213,6 +213,7 @@ struct LiveFileTests {
 
     @Test("--from-json: rewritten on each change; volatile variables never written")
     func liveJson() throws {
+        try requirePrerequisites(.virtFirmware)
         let tmp = Bridge.makeTempDir()
         defer { Shell.run("rm -rf '\(tmp)'") }
         Shell.run("printf '{\"version\": 2, \"variables\": []}' > '\(tmp)/vars.json'")

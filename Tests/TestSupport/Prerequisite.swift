@@ -29,7 +29,7 @@ public struct Prerequisite: Sendable, CustomStringConvertible {
         }
     }
 
-    public static let ovmf = Prerequisite("Debian's OVMF firmware (/usr/share/OVMF/OVMF_CODE_4M.fd, OVMF_VARS_4M.fd, OVMF_VARS_4M.ms.fd, OVMF_VARS.fd)",
+    public static let ovmf = Prerequisite("Debian's OVMF firmware (/usr/share/OVMF/OVMF_CODE_4M.fd, OVMF_VARS_4M.fd, OVMF_VARS_4M.ms.fd, OVMF_VARS.fd, OVMF_VARS.ms.fd)",
                                           providedBy: "the Debian package ovmf") {
         ["OVMF_CODE_4M.fd", "OVMF_VARS_4M.fd", "OVMF_VARS_4M.ms.fd", "OVMF_VARS.fd", "OVMF_VARS.ms.fd"]
             .allSatisfy { FileManager.default.fileExists(atPath: "/usr/share/OVMF/" + $0) }
