@@ -395,11 +395,14 @@ struct RunTests {
             #expect(Bridge.isMounted(dir))  // the live mount is still there afterwards
         }
         // Locked by another run: its mount lives in that run's namespace, out of our sight.
+        // The first run holds the store until both attempts are made (not for a fixed time:
+        // a slow machine or a sanitizer build must not let it end first); 60 s at most.
         let r = Shell.run("""
-            \(Self.bridge) run \(store) -- sh -c 'touch \(tmp)/ready; sleep 3' 2>/dev/null &
-            for i in $(seq 100); do [ -e \(tmp)/ready ] && break; sleep 0.1; done
+            \(Self.bridge) run \(store) -- sh -c 'touch \(tmp)/ready; for i in $(seq 600); do [ -e \(tmp)/done ] && exit 0; sleep 0.1; done' 2>/dev/null &
+            for i in $(seq 600); do [ -e \(tmp)/ready ] && break; sleep 0.1; done
             \(Self.bridge) run \(store) -- true; echo "second-rc=$?"
             mkdir '\(tmp)/m'; '\(Bridge.binary)' mount \(store) '\(tmp)/m'; echo "mount-rc=$?"; fusermount3 -u '\(tmp)/m' 2>/dev/null
+            touch \(tmp)/done
             wait
             """)
         #expect(r.out.contains("second-rc=1") && r.out.contains("mount-rc=1"), "\(r.out)")
