@@ -363,8 +363,9 @@ struct RunTests {
         let r = Shell.run("""
             \(Self.unblocked) '\(Bridge.binary)' run --ephemeral -- sh -c 'readlink /proc/self/ns/mnt > \(dir)/ns; sleep 300 & sleep 300' 2>/dev/null &
             pid=$!
-            for i in $(seq 100); do [ -s \(dir)/ns ] && break; sleep 0.1; done
+            for i in $(seq 600); do [ -s \(dir)/ns ] && break; sleep 0.1; done
             ns=$(cat \(dir)/ns)
+            [ -n "$ns" ] || { echo "CMD never wrote its namespace"; kill -KILL $pid; exit 1; }
             members() { for p in /proc/[0-9]*; do [ "$(readlink $p/ns/mnt 2>/dev/null)" = "$ns" ] && tr '\\0' ' ' < $p/cmdline && echo; done; }
             echo "before:"; members
             kill -KILL $pid; wait $pid 2>/dev/null
