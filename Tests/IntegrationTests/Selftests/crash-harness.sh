@@ -80,10 +80,12 @@ for round in $(seq 1 "$rounds"); do
 			  while :; do
 				k=$((k + 7))
 				n=Crash$((k % names))
-				v=
-				IFS= read -r v < "$mnt/$n-$guid" 2>/dev/null   # no newline: status 1, v is set
-				got=${v#$'\x07'value-}
-				[[ "$v" == $'\x07'value-* && "$got" =~ ^[0-9]+$ ]] && echo "$n $got" >> "$seen"
+				# One read(2) of the whole file (dd, not bash's read, which reads in pieces:
+				# each read(2) is a fresh snapshot, as on efivarfs, so a value that grew
+				# between two pieces would read as a mix of both). The 4 attribute bytes go.
+				v=$(dd if="$mnt/$n-$guid" bs=4096 count=1 status=none 2>/dev/null | tail -c +5)
+				got=${v#value-}
+				[[ "$v" == value-* && "$got" =~ ^[0-9]+$ ]] && echo "$n $got" >> "$seen"
 			  done ) 2>/dev/null &
 			pids+=($!)
 		done
