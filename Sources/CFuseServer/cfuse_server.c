@@ -59,28 +59,12 @@ const char *cfuse_opcode_name(unsigned opcode) {
 }
 
 // The opcode is the second u32 of struct fuse_in_header (len, opcode, unique, ...).
-// Returns it (0 when the request is not in memory).
-static uint32_t count_request(const struct fuse_buf *buf, int size) {
-    if ((buf->flags & FUSE_BUF_IS_FD) || buf->mem == NULL || size < 8) return 0;
+static void count_request(const struct fuse_buf *buf, int size) {
+    if ((buf->flags & FUSE_BUF_IS_FD) || buf->mem == NULL || size < 8) return;
     uint32_t opcode;
     memcpy(&opcode, (const char *)buf->mem + 4, sizeof opcode);
     __atomic_fetch_add(&request_counts[opcode < CFUSE_OPCODE_SLOTS ? opcode : 0], 1, __ATOMIC_RELAXED);
-    return opcode;
 }
-
-// FUSE_RELEASE in include/uapi/linux/fuse.h.
-enum { FUSE_OPCODE_RELEASE = 18 };
-
-// Workers take requests off /dev/fuse one at a time, and a RELEASE is applied before the
-// next request is taken. Why: the kernel sends RELEASE in the background after the last
-// close(2) of a file has returned (fs/fuse/file.c fuse_file_release: synchronous only for
-// fuseblk mounts), so a program's next request - a stat of the name right after the last
-// close - can be read by another worker while the RELEASE is still being handled, and see
-// a size-0 file that efivarfs (fs/efivarfs/file.c efivarfs_file_release, which runs before
-// close returns) has already removed. Requests are read in the order the kernel queued
-// them, so applying each RELEASE before reading on restores that order. Everything else is
-// handled after the lock is released, concurrently as before.
-static pthread_mutex_t receive_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static void on_stop_signal(int sig) {
     (void)sig;
@@ -125,20 +109,11 @@ static void *worker_main(void *arg) {
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     struct fuse_buf buf = { .mem = NULL };
     for (;;) {
-        pthread_mutex_lock(&receive_lock);
         int res = fuse_session_receive_buf(w->se, &buf);
-        if (res <= 0) {
-            pthread_mutex_unlock(&receive_lock);
-            if (res == -EINTR || res == -EAGAIN) continue;
-            break;
-        }
-        if (count_request(&buf, res) == FUSE_OPCODE_RELEASE) {
-            fuse_session_process_buf(w->se, &buf);
-            pthread_mutex_unlock(&receive_lock);
-        } else {
-            pthread_mutex_unlock(&receive_lock);
-            fuse_session_process_buf(w->se, &buf);
-        }
+        if (res == -EINTR || res == -EAGAIN) continue;
+        if (res <= 0) break;
+        count_request(&buf, res);
+        fuse_session_process_buf(w->se, &buf);
     }
     free(buf.mem);
     __atomic_store_n(&w->done, 1, __ATOMIC_RELEASE);

@@ -30,7 +30,7 @@ struct DocsTruthTests {
         let start = try #require(readme.range(of: "## Differences from the kernel's efivarfs"))
         let section = String(readme[start.upperBound...]).components(separatedBy: "\n## ").first ?? ""
         for phrase in ["consistent snapshot", "BUSY or INCOMPLETE", "--max-retries", "garbage-collection", "MAP_PRIVATE", "ENODEV",
-                       "EFIVARFS_MAGIC", "zero-length", "ESPIPE"] {
+                       "EFIVARFS_MAGIC", "zero-length", "ESPIPE", "RELEASE"] {
             #expect(section.contains(phrase), "README's differences section lacks '\(phrase)'")
         }
         #expect(!section.contains("only what FUSE cannot do"))
