@@ -303,14 +303,21 @@ oom:
 
 struct mountinfo_edit { const char *want; struct ours *found; int max; int *count; };
 
+/// A NUL-terminated copy of one line for strtok_r; false when it does not fit (the caller
+/// then leaves the line as it is).
+static int copy_line(char *copy, size_t cap, const char *line, size_t len) {
+    if (len >= cap) return 0;
+    memcpy(copy, line, len);
+    copy[len] = 0;
+    return 1;
+}
+
 /// One mountinfo line: "id parent maj:min root mountpoint options [optional...] - fstype
 /// source superopts"; ours (by device) becomes "... - efivarfs efivarfs rw|ro".
 static int edit_mountinfo_line(struct text *out, const char *line, size_t len, void *ctx) {
     struct mountinfo_edit *e = ctx;
     char copy[8192];
-    if (len >= sizeof copy) return 0;
-    memcpy(copy, line, len);
-    copy[len] = 0;
+    if (!copy_line(copy, sizeof copy, line, len)) return 0;
     char *fields[6] = {0};
     char *save = NULL, *tok = strtok_r(copy, " ", &save);
     for (int i = 0; i < 6 && tok; i++, tok = strtok_r(NULL, " ", &save)) fields[i] = tok;
@@ -350,9 +357,7 @@ struct mounts_edit { const struct ours *found; int count; };
 static int edit_mounts_line(struct text *out, const char *line, size_t len, void *ctx) {
     struct mounts_edit *e = ctx;
     char copy[8192];
-    if (len >= sizeof copy) return 0;
-    memcpy(copy, line, len);
-    copy[len] = 0;
+    if (!copy_line(copy, sizeof copy, line, len)) return 0;
     char *save = NULL;
     strtok_r(copy, " ", &save);
     char *point = strtok_r(NULL, " ", &save);

@@ -1,4 +1,5 @@
 import Foundation
+import SvsmEfiVars
 import Testing
 
 @Suite("The scripting commands", .serialized)
@@ -124,12 +125,9 @@ struct CliTests {
         let hex = try #require(manifest["bytes"] as? String)
         #expect(hex == String(format: "00000000%02x000000", flags), "\(args): manifest \(hex)")
         // The printed fields, decoded from the printed bytes (little-endian u32s).
-        let bytes = stride(from: 0, to: hex.count, by: 2).compactMap {
-            UInt8(hex[hex.index(hex.startIndex, offsetBy: $0)..<hex.index(hex.startIndex, offsetBy: $0 + 2)], radix: 16)
-        }
+        let bytes = try #require(Hex.decode(hex), "\(args): \(hex)")
         try #require(bytes.count == 8, "\(args): \(hex)")
-        let version = bytes[0..<4].reversed().reduce(0) { $0 << 8 | Int($1) }
-        let bits = bytes[4..<8].reversed().reduce(0) { $0 << 8 | Int($1) }
+        let version = Int(bytes.loadLE(UInt32.self, at: 0)), bits = Int(bytes.loadLE(UInt32.self, at: 4))
         #expect(manifest["version"] as? Int == version)
         #expect(manifest["persistent_nv_vars"] as? Bool == (bits & 1 != 0), "\(args)")
         #expect(manifest["secureboot_enabled"] as? Bool == (bits & 2 != 0), "\(args)")
