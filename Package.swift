@@ -14,7 +14,6 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
     ],
     targets: [
@@ -53,10 +52,7 @@ let package = Package(
         .target(name: "Svsm", dependencies: ["Hardware", "MmWire", "CCrypto"]),
         // The UEFI variable service behind protocol 4: store, authenticated variables,
         // variable files, persistence.
-        .target(name: "VariableService", dependencies: [
-            "MmWire", "CCrypto",
-            .product(name: "OrderedCollections", package: "swift-collections"),
-        ]),
+        .target(name: "VariableService", dependencies: ["MmWire", "CCrypto"]),
         // The stores of the uefi-vars design behind the same seam: QEMU's hw/uefi and
         // COCONUT's virtfw-varstore. They use VariableService's journals and crypto only.
         .target(name: "PeerVariableStores", dependencies: ["MmWire", "VariableService"]),

@@ -2,25 +2,29 @@
 ///
 /// Every wire format in this project (the CAA, MM communicate buffers, SMM variable
 /// payloads) is packed and little-endian; the parsers check each length before they read
-/// through these helpers, instead of casting memory to a struct.
+/// through these helpers, instead of casting memory to a struct. They are @inlinable so
+/// that each caller's module specializes them for its integer type: unspecialized, every
+/// call looked up generic metadata at run time (BENCHMARKS.md, "Where the gap is").
 extension Array where Element == UInt8 {
     /// Stores `value` little-endian at `offset`; the array must already be long enough.
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count, "storeLE out of bounds")
         withUnsafeMutableBytes { $0.storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self) }
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
         precondition(offset >= 0 && offset + MemoryLayout<T>.size <= count, "loadLE out of bounds")
         return withUnsafeBytes { $0.loadUnaligned(fromByteOffset: offset, as: T.self) }.littleEndian
     }
 
+    @inlinable
     public mutating func appendLE<T: FixedWidthInteger>(_ value: T) {
         Swift.withUnsafeBytes(of: value.littleEndian) { append(contentsOf: $0) }
     }
 
+    @inlinable
     public mutating func store(_ guid: EfiGuid, at offset: Int) {
         storeLE(guid.low, at: offset)
         storeLE(guid.high, at: offset + 8)

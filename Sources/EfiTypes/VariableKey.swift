@@ -10,5 +10,14 @@ public struct VariableKey: Hashable, Sendable, CustomStringConvertible {
     /// StrSize: bytes including the NUL.
     public var nameSize: Int { name.count * 2 + 2 }
     public var description: String { "\(Ucs2.string(name))-\(guid)" }
+
+    /// The name's bytes in one piece: Array's own hashing feeds the hasher one code unit
+    /// at a time, and every store lookup hashes a key.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(guid.low)
+        hasher.combine(guid.high)
+        hasher.combine(name.count)
+        name.withUnsafeBytes { hasher.combine(bytes: $0) }
+    }
 }
 

@@ -51,7 +51,7 @@ public final class Efivarfs: @unchecked Sendable {
     let mountTime = EfivarfsNode.now()
 
     struct Table {
-        var byName: [[UInt8]: EfivarfsNode] = [:]
+        var byName: [EfivarfsName.LookupKey: EfivarfsNode] = [:]
         var byIno: [UInt64: EfivarfsNode] = [:]
         var nextIno: UInt64 = 2
         /// Open descriptors: the inode and the opener's uid (`file->f_cred`), by handle.

@@ -14,11 +14,21 @@ public enum EfivarfsName {
 
     /// The lookup key: the name part exactly, the GUID lower-cased (`efivarfs_d_compare`
     /// and `efivarfs_d_hash` compare the GUID case-insensitively).
-    public static func lookupKey(_ name: [UInt8]) -> [UInt8] {
-        guard isValid(name) else { return name }
+    public static func lookupKey(_ name: [UInt8]) -> LookupKey {
+        guard isValid(name) else { return LookupKey(bytes: name) }
         var k = name
         for i in (name.count - guidLength)..<name.count where (0x41...0x5a).contains(k[i]) { k[i] += 0x20 }
-        return k
+        return LookupKey(bytes: k)
+    }
+
+    /// A dentry's key in the name table. Hashed as one run of bytes: Array's own hashing
+    /// feeds the hasher a byte at a time, and every lookup, create and unlink hashes one.
+    public struct LookupKey: Hashable, Sendable {
+        public let bytes: [UInt8]
+        public func hash(into hasher: inout Hasher) {
+            hasher.combine(bytes.count)
+            bytes.withUnsafeBytes { hasher.combine(bytes: $0) }
+        }
     }
 
     /// `efivarfs_create`: the EFI name is the file name's bytes widened to CHAR16 (not

@@ -119,15 +119,29 @@ public final class CallStatistics: SvsmCallObserver {
         public var perEfiStatus: [String: Int] = [:]
         public var vcpusUsed = Set<UInt32>()
     }
-    private let state = Locked(Snapshot())
+    /// What the lock guards: counters keyed by the calls' own typed values, named only when
+    /// a snapshot is taken (every SVSM call passes through here; hashing and naming them as
+    /// Strings each time was a measurable part of a call's cost).
+    private struct Tally {
+        var perOperation: [String: OperationCost] = [:]
+        var lastOperationId: [String: UInt64] = [:]
+        var calls = 0
+        var failedCalls = 0
+        var perCall: [SvsmCallId: Int] = [:]
+        var perMmFunction: [SmmVariableFunction: Int] = [:]
+        var efiErrors = 0
+        var perEfiStatus: [EfiStatus: Int] = [:]
+        var vcpusUsed = Set<UInt32>()
+    }
+    private let state = Locked(Tally())
     public init() {}
     public func svsmCallCompleted(_ r: SvsmCallRecord) {
         state.withLock { s in
             s.calls += 1
             if r.error != nil { s.failedCalls += 1 }
-            s.perCall[r.call.name, default: 0] += 1
-            if let f = r.mmFunction { s.perMmFunction[f.name, default: 0] += 1 }
-            if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st.name, default: 0] += 1 }
+            s.perCall[r.call, default: 0] += 1
+            if let f = r.mmFunction { s.perMmFunction[f, default: 0] += 1 }
+            if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st, default: 0] += 1 }
             s.vcpusUsed.insert(r.apicId)
             let kind = r.operation?.kind ?? "untagged"
             s.perOperation[kind, default: OperationCost()].add(r)
@@ -140,5 +154,18 @@ public final class CallStatistics: SvsmCallObserver {
             }
         }
     }
-    public var snapshot: Snapshot { state.withLock { $0 } }
+    public var snapshot: Snapshot {
+        let t = state.withLock { $0 }
+        var s = Snapshot()
+        s.perOperation = t.perOperation
+        s.lastOperationId = t.lastOperationId
+        s.calls = t.calls
+        s.failedCalls = t.failedCalls
+        s.efiErrors = t.efiErrors
+        s.vcpusUsed = t.vcpusUsed
+        for (k, v) in t.perCall { s.perCall[k.name, default: 0] += v }
+        for (k, v) in t.perMmFunction { s.perMmFunction[k.name, default: 0] += v }
+        for (k, v) in t.perEfiStatus { s.perEfiStatus[k.name, default: 0] += v }
+        return s
+    }
 }

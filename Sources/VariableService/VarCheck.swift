@@ -96,17 +96,19 @@ enum VarCheckTable {
 
     /// The UEFI-defined rule for a variable, if it has one (VarCheckUefiLib accepts
     /// lower-case wildcard digits; VarCheckLib's own table only upper case).
+    /// Only the three GUIDs with rules pay for the name's conversion to a String: every
+    /// SetVariable and property query asks.
     static func uefiRule(_ key: VariableKey) -> UefiVariableRule? {
-        let name = Ucs2.string(key.name)
         if key.guid == .globalVariable {
+            let name = Ucs2.string(key.name)
             if let r = global[name] { return r }
             for (prefix, r) in globalWildcards where key.name.count == prefix.utf16.count + 4 && name.hasPrefix(prefix) {
                 if isHex4(key.name[prefix.utf16.count...], upperOnly: false) { return r }
             }
         } else if key.guid == .imageSecurityDatabase {
-            return imageSecurity[name]
+            return imageSecurity[Ucs2.string(key.name)]
         } else if key.guid == .hardwareErrorVariable {
-            if key.name.count == 12, name.hasPrefix("HwErrRec"), isHex4(key.name[8...], upperOnly: false) {
+            if key.name.count == 12, Ucs2.string(key.name).hasPrefix("HwErrRec"), isHex4(key.name[8...], upperOnly: false) {
                 return rule(nvBsRt | VariableAttributes.hardwareErrorRecord.rawValue, 1)
             }
         }

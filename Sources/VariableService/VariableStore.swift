@@ -1,6 +1,5 @@
 import EfiTypes
 import MmWire
-import OrderedCollections
 
 /// The UEFI variable store with edk2's semantics (MdeModulePkg Variable.c, VariableParsing.c)
 /// and edk2's space accounting. A value type: `VariableService` owns it behind a lock.
@@ -14,8 +13,8 @@ import OrderedCollections
 public struct VariableStore: Sendable {
     public var limits: StoreLimits
     public internal(set) var phase = BootPhase()
-    var volatile: OrderedDictionary<VariableKey, StoredVariable> = [:]
-    var nonVolatile: OrderedDictionary<VariableKey, StoredVariable> = [:]
+    var volatile = OrderedRecords<VariableKey, StoredVariable>()
+    var nonVolatile = OrderedRecords<VariableKey, StoredVariable>()
     /// Bytes of records, by edk2's accounting.
     public internal(set) var volatileUsed = 0
     public internal(set) var nonVolatileUsed = 0
@@ -66,11 +65,11 @@ public struct VariableStore: Sendable {
         var candidate: VariableKey?
         if key.name.isEmpty {
             candidate = firstVisible(inVolatile: true, from: 0)
-        } else if let i = volatile.index(forKey: key) {
-            guard isVisible(volatile.values[i]) else { return .error(.invalidParameter) }
+        } else if let i = volatile.slot(of: key) {
+            guard isVisible(volatile.value(at: i)) else { return .error(.invalidParameter) }
             candidate = firstVisible(inVolatile: true, from: i + 1)
-        } else if let i = nonVolatile.index(forKey: key) {
-            guard isVisible(nonVolatile.values[i]) else { return .error(.invalidParameter) }
+        } else if let i = nonVolatile.slot(of: key) {
+            guard isVisible(nonVolatile.value(at: i)) else { return .error(.invalidParameter) }
             candidate = firstVisible(inVolatile: false, from: i + 1)
         } else {
             return .error(.invalidParameter)
@@ -82,24 +81,14 @@ public struct VariableStore: Sendable {
 
     private func firstVisible(inVolatile: Bool, from start: Int) -> VariableKey? {
         if inVolatile {
-            var i = start
-            while i < volatile.count {
-                if isVisible(volatile.values[i]) { return volatile.keys[i] }
-                i += 1
-            }
-            return firstVisible(inVolatile: false, from: 0)
+            return volatile.first(from: start, where: isVisible) ?? firstVisible(inVolatile: false, from: 0)
         }
-        var i = start
-        while i < nonVolatile.count {
-            if isVisible(nonVolatile.values[i]) { return nonVolatile.keys[i] }
-            i += 1
-        }
-        return nil
+        return nonVolatile.first(from: start, where: isVisible)
     }
 
     /// Every variable visible now, in GetNextVariableName order.
     public var visibleKeys: [VariableKey] {
-        (volatile.filter { isVisible($0.value) }.map(\.key)) + (nonVolatile.filter { isVisible($0.value) }.map(\.key))
+        (volatile.elements.filter { isVisible($0.value) }.map(\.key)) + (nonVolatile.elements.filter { isVisible($0.value) }.map(\.key))
     }
 
     // MARK: QueryVariableInfo
@@ -204,7 +193,7 @@ public struct VariableStore: Sendable {
     }
 
     /// The non-volatile variables in GetNextVariableName order (what a checkpoint holds).
-    public var nonVolatileVariables: [(VariableKey, StoredVariable)] { nonVolatile.map { ($0.key, $0.value) } }
+    public var nonVolatileVariables: [(VariableKey, StoredVariable)] { nonVolatile.elements.map { ($0.key, $0.value) } }
 
     mutating func removeRecord(_ key: VariableKey) {
         noteChange(key)
@@ -222,10 +211,10 @@ public struct VariableStore: Sendable {
         removeRecord(key)
         let size = StoreLimits.recordSize(nameSize: key.nameSize, dataSize: v.data.count)
         if v.attributes.contains(.nonVolatile) {
-            nonVolatile[key] = v
+            nonVolatile.append(key, v)
             if v.attributes.contains(.hardwareErrorRecord) { hwErrUsed += size } else { nonVolatileUsed += size }
         } else {
-            volatile[key] = v
+            volatile.append(key, v)
             volatileUsed += size
         }
     }
@@ -238,7 +227,7 @@ public struct VariableStore: Sendable {
 
     /// Every variable, volatile first (for export and tests).
     public var allVariables: [(VariableKey, StoredVariable)] {
-        volatile.map { ($0.key, $0.value) } + nonVolatile.map { ($0.key, $0.value) }
+        (volatile.elements + nonVolatile.elements).map { ($0.key, $0.value) }
     }
 }
 

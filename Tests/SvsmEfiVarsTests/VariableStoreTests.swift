@@ -132,6 +132,48 @@ struct VariableStoreTests {
         #expect(s.getNextVariableName(after: VariableKey(guid: .zero, name: []), capacity: 4) == .bufferTooSmall(needed: 6))
     }
 
+    @Test("GetNextVariableName order survives many deletes and rewrites (the record log's gaps and squeezes)")
+    func getNextOrderWithGaps() {
+        var s = VariableStore()
+        var expected: [String] = []  // a plain list: append on write, move to the end on rewrite
+        var rng = SplitMix(seed: 7)
+        for step in 0..<3000 {
+            let name = "V\(rng.next() % 200)"
+            let key = VariableKey(name, Self.vendor)
+            if rng.next() % 3 == 0 {
+                _ = s.setVariable(key, attributes: Self.nvbsrt, data: [])
+                expected.removeAll { $0 == name }
+            } else {
+                #expect(s.setVariable(key, attributes: Self.nvbsrt, data: [UInt8(truncatingIfNeeded: step)]) == .success)
+                expected.removeAll { $0 == name }
+                expected.append(name)
+            }
+        }
+        #expect(s.visibleKeys.map { Ucs2.string($0.name) } == expected)
+        var names: [String] = []
+        var k = VariableKey(guid: .zero, name: [])
+        while case .next(let n) = s.getNextVariableName(after: k, capacity: 512) { names.append(Ucs2.string(n.name)); k = n }
+        #expect(names == expected)
+        #expect(s.count == expected.count)
+    }
+
+    @Test("the record log: removal leaves order intact, squeezing keeps positions right")
+    func orderedRecords() {
+        var r = OrderedRecords<Int, String>()
+        for i in 0..<100 { r.append(i, "v\(i)") }
+        for i in stride(from: 0, to: 100, by: 2) { #expect(r.removeValue(forKey: i) == "v\(i)") }
+        #expect(r.removeValue(forKey: 0) == nil)
+        for i in 0..<70 where i % 2 == 1 { r.removeValue(forKey: i) }  // past half: squeezed
+        #expect(r.elements.map(\.key) == Array(stride(from: 71, to: 100, by: 2)))
+        #expect(r.count == 15)
+        #expect(r[71] == "v71" && r[70] == nil)
+        r.append(0, "again")
+        #expect(r.elements.last?.key == 0)
+        let s = r.slot(of: 97)!
+        #expect(r.first(from: s + 1) { _ in true } == 99)
+        #expect(r.first(from: s + 1) { $0 == "again" } == 0)
+    }
+
     @Test("QueryVariableInfo validation order", arguments: [
         (UInt32(0), EfiStatus.invalidParameter), (0x10 | 0x07, .unsupported), (0x80, .unsupported), (0x40, .invalidParameter),
         (0x01, .invalidParameter), (0x05, .invalidParameter), (0x03, .invalidParameter), (0x0F, .unsupported),
