@@ -106,6 +106,30 @@ struct NativeStoreTests {
         #expect(throws: StoreOpenError.self) { try NativeJournal.open(directory: dir) }
     }
 
+    @Test("a checkpoint is its header, then each record as length and body, byte for byte; the body's CRC in the header")
+    func checkpointBytes() {
+        let time = EfiTime(bytes: Array(1...16))
+        let vars = [
+            ExportedVariable(Self.k("Plain"), Self.v([1, 2, 3])),
+            ExportedVariable(Self.k("Timed"), StoredVariable(attributes: [.nonVolatile, .bootserviceAccess, .timeBasedAuthenticatedWriteAccess],
+                                                             data: [9], timestamp: time, digest: Array(repeating: 0xab, count: 32))),
+            ExportedVariable(Self.k("E"), Self.v([])),
+        ]
+        var body: [UInt8] = []
+        for v in vars {
+            let r = NativeStoreFormat.encode(VariableChange(key: v.key, value: v.value))
+            #expect(r.count == NativeStoreFormat.encodedSize(VariableChange(key: v.key, value: v.value)))
+            body.appendLE(UInt32(r.count)); body += r
+        }
+        // The "Plain" record's body, by hand: op 1, GUID, 5 units, "Plain", attributes 7, no time, 3 bytes.
+        let plain: [UInt8] = [1] + Self.vendor.bytes + [5, 0, 0, 0] + Array("Plain".utf16.flatMap { [UInt8($0), 0] })
+            + [7, 0, 0, 0, 0, 3, 0, 0, 0, 1, 2, 3]
+        #expect(Array(body[4..<(4 + plain.count)]) == plain)
+        var expected = Array("EFBCKP01".utf8)
+        expected.appendLE(UInt64(42)); expected.appendLE(UInt64(body.count)); expected.appendLE(Crc32.checksum(body))
+        #expect(NativeStoreFormat.checkpoint(generation: 42, vars) == expected + body)
+    }
+
     @Test("compaction writes a checkpoint and starts a new log; a stale log is ignored")
     func compaction() throws {
         let dir = Self.tempDir()

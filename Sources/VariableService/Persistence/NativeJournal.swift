@@ -68,11 +68,12 @@ public final class NativeJournal: VariableJournal, @unchecked Sendable {
             }
         }
         let lock = try DirectoryLock.acquire(directory: directory, note: note)
-        var order: [VariableKey] = []
-        var variables: [VariableKey: StoredVariable] = [:]
+        // The store's order as the changes leave it: a put moves its key to the end. (A
+        // search of an array for each change made opening 10,000 variables take 0.3 s.)
+        var records = OrderedRecords<VariableKey, StoredVariable>()
         func apply(_ c: VariableChange) {
-            if let i = order.firstIndex(of: c.key) { order.remove(at: i) }
-            if let v = c.value { variables[c.key] = v; order.append(c.key) } else { variables[c.key] = nil }
+            records.removeValue(forKey: c.key)
+            if let v = c.value { records.append(c.key, v) }
         }
         let (generation, checkpointSize) = try readCheckpoint(directory + "/checkpoint", apply)
         // The log: replay up to the first torn or corrupt record.
@@ -109,25 +110,27 @@ public final class NativeJournal: VariableJournal, @unchecked Sendable {
         }
         store.stagedEnd = store.logSize
         store.durableEnd = store.logSize
-        return (store, order.map { ExportedVariable($0, variables[$0]!) })
+        return (store, records.elements.map { ExportedVariable($0.key, $0.value) })
     }
 
     private static func readCheckpoint(_ path: String, _ apply: (VariableChange) -> Void) throws(StoreOpenError) -> (UInt64, Int) {
-        guard let cp = FileManager.default.contents(atPath: path).map(Array.init) else { return (0, 0) }
+        // One copy of the file in memory, records decoded in place (a Data, then an Array
+        // of it, then an Array of its body held three copies of a 10 MB checkpoint).
+        guard let cp = FileManager.default.contents(atPath: path).map({ [UInt8]($0) }) else { return (0, 0) }
         let h = NativeStoreFormat.checkpointHeaderSize
         guard cp.count >= h, Array(cp[0..<8]) == NativeStoreFormat.checkpointMagic else {
             throw .corrupted(path: path, offset: 0, reason: "not a checkpoint (bad magic)")
         }
         let bodyLength = Int(cp.loadLE(UInt64.self, at: 16))
         guard cp.count == h + bodyLength else { throw .corrupted(path: path, offset: 16, reason: "body length \(bodyLength) does not match the file") }
-        let body = Array(cp[h...])
-        guard Crc32.checksum(body) == cp.loadLE(UInt32.self, at: 24) else { throw .corrupted(path: path, offset: 24, reason: "checksum mismatch") }
-        var i = 0
-        while i < body.count {
-            guard i + 4 <= body.count else { throw .corrupted(path: path, offset: h + i, reason: "truncated record") }
-            let n = Int(body.loadLE(UInt32.self, at: i))
-            guard let c = NativeStoreFormat.decode(body, at: i + 4, length: n) else {
-                throw .corrupted(path: path, offset: h + i, reason: "malformed record")
+        let crc = cp.withUnsafeBytes { Crc32.checksum(UnsafeRawBufferPointer(rebasing: $0[h...])) }
+        guard crc == cp.loadLE(UInt32.self, at: 24) else { throw .corrupted(path: path, offset: 24, reason: "checksum mismatch") }
+        var i = h
+        while i < cp.count {
+            guard i + 4 <= cp.count else { throw .corrupted(path: path, offset: i, reason: "truncated record") }
+            let n = Int(cp.loadLE(UInt32.self, at: i))
+            guard let c = NativeStoreFormat.decode(cp, at: i + 4, length: n) else {
+                throw .corrupted(path: path, offset: i, reason: "malformed record")
             }
             apply(c)
             i += 4 + n
