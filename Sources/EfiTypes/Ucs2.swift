@@ -13,17 +13,23 @@ public enum Ucs2 {
     }
 
     /// Reads code units from `bytes[offset..<offset+byteCount]` up to the first NUL.
-    /// Returns nil when no NUL is found within the range.
+    /// Returns nil when no NUL is found within the range (or before the end of `bytes`).
     public static func readNulTerminated(_ bytes: [UInt8], offset: Int, byteCount: Int) -> [UInt16]? {
-        var units = [UInt16]()
-        var i = 0
-        while i + 1 < byteCount {
-            let u = UInt16(bytes[offset + i]) | UInt16(bytes[offset + i + 1]) << 8
-            if u == 0 { return units }
-            units.append(u)
-            i += 2
+        guard offset >= 0, offset <= bytes.count else { return nil }
+        let limit = min(byteCount, bytes.count - offset)
+        return bytes.withUnsafeBufferPointer { b -> [UInt16]? in
+            // Find the NUL first, then copy once: the SVSM parses a name out of every request.
+            var n = 0
+            while 2 * n + 1 < limit {
+                if b[offset + 2 * n] == 0 && b[offset + 2 * n + 1] == 0 { break }
+                n += 1
+            }
+            guard 2 * n + 1 < limit else { return nil }
+            var units = [UInt16]()
+            units.reserveCapacity(n)
+            for i in 0..<n { units.append(UInt16(b[offset + 2 * i]) | UInt16(b[offset + 2 * i + 1]) << 8) }
+            return units
         }
-        return nil
     }
 
     /// Linux `ucs2_as_utf8`: one byte below 0x80, two below 0x800, else three bytes; surrogate

@@ -50,12 +50,28 @@ public struct ProtectedPages: Sendable, Equatable {
     public var vmsaPages: Set<UInt64> = []
     /// CAA GPAs by the page that holds them.
     var caaByPage: [UInt64: [UInt64]] = [:]
+    /// Every VMSA and CAA page, sorted: a region check finds the first one at or after its
+    /// start by binary search, so it costs the same for a 64 KiB MM buffer as for one
+    /// byte, and for 512 vCPUs as for 4 (checking each page of the region against the
+    /// sets hashed 32 times per 64 KiB check, three checks per MM request).
+    private(set) var sortedPages: [UInt64] = []
 
     public init(_ bindings: some Sequence<VcpuBinding>) {
         for b in bindings {
             vmsaPages.insert(b.vmsa.page.rawValue)
             caaByPage[b.caa.page.rawValue, default: []].append(b.caa.rawValue)
         }
+        sortedPages = vmsaPages.union(caaByPage.keys).sorted()
+    }
+
+    /// The index in `sortedPages` of the first page at or after `page`.
+    func firstIndex(atOrAfter page: UInt64) -> Int {
+        var low = 0, high = sortedPages.count
+        while low < high {
+            let mid = (low + high) / 2
+            if sortedPages[mid] < page { low = mid + 1 } else { high = mid }
+        }
+        return low
     }
 
     func isCaaPage(_ page: UInt64) -> Bool { caaByPage[page] != nil }
@@ -80,19 +96,20 @@ public struct SvsmGuestAccess: Sendable {
     }
 
     /// `valid_phys_region`: inside one memory-map entry and not overlapping a VMSA page or the
-    /// first 8 bytes of any CAA. Checked page by page against sets, so the cost does not grow
-    /// with the number of vCPUs.
+    /// first 8 bytes of any CAA.
     public func validPhysRegion(_ region: GuestRegion, protected: ProtectedPages) -> Bool {
         guard let end = region.end, memory.isGuestRam(region) else { return false }
         guard region.length > 0 else { return true }
-        var page = region.start.page.rawValue
-        while page < end {
+        // Only the protected pages the region reaches need a look.
+        var i = protected.firstIndex(atOrAfter: region.start.page.rawValue)
+        while i < protected.sortedPages.count, protected.sortedPages[i] < end {
+            let page = protected.sortedPages[i]
             if protected.vmsaPages.contains(page) { return false }
             for head in protected.caaHeads(onPage: page)
             where region.overlaps(GuestRegion(start: GuestPhysicalAddress(head), length: CallingArea.headerSize)) {
                 return false
             }
-            page += GuestPhysicalAddress.pageSize
+            i += 1
         }
         return true
     }
