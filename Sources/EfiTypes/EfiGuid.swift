@@ -23,39 +23,50 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
 
     /// Parses the 36-character text form; hex digits may be in either case.
     public init?(_ text: String) {
-        let u = Array(text.utf8)
-        guard EfiGuid.isValidText(u[...]) else { return nil }
-        var digits = [UInt8]()
-        digits.reserveCapacity(32)
-        for c in u where c != 0x2d { digits.append(Hex.nibble(c)!) }
-        func byte(_ i: Int) -> UInt8 { digits[2 * i] << 4 | digits[2 * i + 1] }
-        // Text bytes 3,2,1,0 | 5,4 | 7,6 | 8..15 give the binary order (guid_parse).
-        let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15]
-        self.init(bytes: order.map(byte))
+        var t = text
+        guard let g = t.withUTF8({ EfiGuid.parse($0) }) else { return nil }
+        self = g
+    }
+
+    /// Parses the text form from bytes (a file name's GUID part), without a String.
+    public init?(utf8: ArraySlice<UInt8>) {
+        guard let g = utf8.withUnsafeBufferPointer({ EfiGuid.parse($0) }) else { return nil }
+        self = g
+    }
+
+    /// `guid_parse` in one pass over the text, no intermediate arrays: every efivarfs
+    /// create, lookup and unlink parses or checks one. Text bytes 3,2,1,0 | 5,4 | 7,6 |
+    /// 8..15 give the binary order.
+    static func parse(_ p: UnsafeBufferPointer<UInt8>) -> EfiGuid? {
+        guard p.count == 36, p[8] == 0x2d, p[13] == 0x2d, p[18] == 0x2d, p[23] == 0x2d else { return nil }
+        var low: UInt64 = 0, high: UInt64 = 0
+        for i in 0..<16 {
+            let k = i < 4 ? 3 - i : i < 6 ? 9 - i : i < 8 ? 13 - i : i
+            let pos = 2 * k + (k < 4 ? 0 : k < 6 ? 1 : k < 8 ? 2 : k < 10 ? 3 : 4)
+            guard let h = Hex.nibble(p[pos]), let l = Hex.nibble(p[pos + 1]) else { return nil }
+            let byte = UInt64(h << 4 | l)
+            if i < 8 { low |= byte << (8 * i) } else { high |= byte << (8 * (i - 8)) }
+        }
+        return EfiGuid(low: low, high: high)
     }
 
     /// `uuid_is_valid`: 36 characters, '-' at 8, 13, 18 and 23, hex elsewhere.
     public static func isValidText(_ u: ArraySlice<UInt8>) -> Bool {
-        guard u.count == 36 else { return false }
-        for (i, c) in u.enumerated() {
-            if i == 8 || i == 13 || i == 18 || i == 23 {
-                if c != 0x2d { return false }
-            } else if Hex.nibble(c) == nil {
-                return false
-            }
-        }
-        return true
+        u.withUnsafeBufferPointer { parse($0) != nil }
     }
 
     public var description: String {
-        let b = bytes
-        let order = [3, 2, 1, 0, -1, 5, 4, -1, 7, 6, -1, 8, 9, -1, 10, 11, 12, 13, 14, 15]
-        var s = ""
-        s.reserveCapacity(36)
-        for i in order {
-            if i < 0 { s += "-" } else { s += Hex.encode([b[i]]) }
+        // Text byte k is binary byte order[k]; '-' after text bytes 3, 5, 7 and 9.
+        let digits: StaticString = "0123456789abcdef"
+        var out = [UInt8]()
+        out.reserveCapacity(36)
+        for k in 0..<16 {
+            let i = k < 4 ? 3 - k : k < 6 ? 9 - k : k < 8 ? 13 - k : k
+            let b = UInt8(truncatingIfNeeded: (i < 8 ? low >> (8 * i) : high >> (8 * (i - 8))))
+            digits.withUTF8Buffer { d in out.append(d[Int(b >> 4)]); out.append(d[Int(b & 0xf)]) }
+            if k == 3 || k == 5 || k == 7 || k == 9 { out.append(0x2d) }
         }
-        return s
+        return String(decoding: out, as: UTF8.self)
     }
 
     public static func < (a: EfiGuid, b: EfiGuid) -> Bool {

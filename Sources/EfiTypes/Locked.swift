@@ -14,24 +14,31 @@ import Darwin
 public final class Locked<Value>: @unchecked Sendable {
     // For a lock without data use `Lock`: a zero-sized `value` here shares its address
     // with other memory of the object, and ThreadSanitizer reports the inout access to it.
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
-    private var value: Value
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    // The value lives in its own allocation and `withLock` is inlinable: a stored property
+    // passed inout costs a dynamic exclusivity check on every call, and an unspecialized
+    // generic call a metadata lookup, on every lock the request path takes.
+    @usableFromInline let value: UnsafeMutablePointer<Value>
 
     public init(_ value: Value) {
         mutex = .allocate(capacity: 1)
-        self.value = value
+        self.value = .allocate(capacity: 1)
+        self.value.initialize(to: value)
         pthread_mutex_init(mutex, nil)
     }
 
     deinit {
         pthread_mutex_destroy(mutex)
         mutex.deallocate()
+        value.deinitialize(count: 1)
+        value.deallocate()
     }
 
+    @inlinable
     public func withLock<Result, E: Error>(_ body: (inout Value) throws(E) -> Result) throws(E) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }
-        return try body(&value)
+        return try body(&value.pointee)
     }
 }
 
@@ -39,7 +46,7 @@ public final class Locked<Value>: @unchecked Sendable {
 /// `Locked`, but with nothing behind it — `Locked<Void>`'s zero-sized value made
 /// ThreadSanitizer see its inout access as racing with the object's header.
 public final class Lock: @unchecked Sendable {
-    private let mutex: UnsafeMutablePointer<pthread_mutex_t>
+    @usableFromInline let mutex: UnsafeMutablePointer<pthread_mutex_t>
 
     public init() {
         mutex = .allocate(capacity: 1)
@@ -51,6 +58,7 @@ public final class Lock: @unchecked Sendable {
         mutex.deallocate()
     }
 
+    @inlinable
     public func withLock<Result, E: Error>(_ body: () throws(E) -> Result) throws(E) -> Result {
         pthread_mutex_lock(mutex)
         defer { pthread_mutex_unlock(mutex) }

@@ -66,16 +66,22 @@ public final class Efivarfs: @unchecked Sendable {
     /// How the mount-time listing ended (a name longer than the buffer ends it early, as in
     /// the kernel).
     public private(set) var populated: VariableEnumeration.End = .complete
-    private let operationCounts = Locked([String: Int]())
+    /// Counts by kind, in a short list: there are five kinds, and comparing a small
+    /// String is cheaper than hashing one on every operation.
+    private let operationCounts = Locked([(kind: String, count: Int)]())
 
     /// How many operations of each kind that reach the variable layer (`read`, `write`,
     /// `unlink`, `statfs`, `enumerate`) this filesystem has run, whether they made SVSM
     /// calls or not (a driver-cache hit makes none).
-    public var operations: [String: Int] { operationCounts.withLock { $0 } }
+    public var operations: [String: Int] {
+        Dictionary(operationCounts.withLock { $0 }.map { ($0.kind, $0.count) }, uniquingKeysWith: +)
+    }
 
     /// Runs one efivarfs operation: counted, and every SVSM call in it tagged with `kind`.
     func operation<R, E: Error>(_ kind: String, _ body: () throws(E) -> R) throws(E) -> R {
-        operationCounts.withLock { $0[kind, default: 0] += 1 }
+        operationCounts.withLock { list in
+            if let i = list.firstIndex(where: { $0.kind == kind }) { list[i].count += 1 } else { list.append((kind, 1)) }
+        }
         return try SvsmOperation.run(kind, body)
     }
 

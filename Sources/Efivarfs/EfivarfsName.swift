@@ -36,7 +36,7 @@ public enum EfivarfsName {
     public static func variableKey(forCreatedName name: [UInt8]) -> VariableKey? {
         guard isValid(name) else { return nil }
         let namePart = name[..<(name.count - guidLength - 1)]
-        guard let guid = EfiGuid(String(decoding: name[(name.count - guidLength)...], as: UTF8.self)) else { return nil }
+        guard let guid = EfiGuid(utf8: name[(name.count - guidLength)...]) else { return nil }
         return VariableKey(guid: guid, name: namePart.map { UInt16($0) })
     }
 

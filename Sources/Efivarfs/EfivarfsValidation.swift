@@ -52,6 +52,8 @@ public enum EfivarfsValidation {
 
     /// `efivar_validate`: true if the data may be written.
     public static func validate(_ key: VariableKey, data: [UInt8]) -> Bool {
+        // Only two vendors have entries: the name's UTF-8 is made only for them.
+        guard table.contains(where: { $0.vendor == key.guid }) else { return true }
         let utf8 = Ucs2.linuxUtf8(key.name)
         for entry in table where entry.vendor == key.guid {
             let (matched, match) = variableMatches(utf8, len: utf8.count + 1, entry.pattern)

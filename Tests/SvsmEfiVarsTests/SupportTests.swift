@@ -20,6 +20,11 @@ struct SupportTests {
         #expect(Hex.encode(g.bytes) == "61dfe48bca93d211aa0d00e098032b8c")
         #expect(g.description == "8be4df61-93ca-11d2-aa0d-00e098032b8c")
         #expect(EfiGuid("8BE4DF61-93CA-11D2-AA0D-00E098032B8C") == g)
+        // From a file name's bytes, as efivarfs create parses it.
+        let name = Array("Boot0001-8be4df61-93ca-11d2-aa0d-00e098032b8c".utf8)
+        #expect(EfiGuid(utf8: name[9...]) == g)
+        #expect(EfiGuid(utf8: name[8...]) == nil)
+        #expect(EfiGuid(bytes: Hex.decode("61dfe48bca93d211aa0d00e098032b8c")!) == g)
     }
 
     @Test("gEfiSmmVariableProtocolGuid bytes match the StMM header GUID")
