@@ -39,15 +39,19 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
     /// 8..15 give the binary order.
     static func parse(_ p: UnsafeBufferPointer<UInt8>) -> EfiGuid? {
         guard p.count == 36, p[8] == 0x2d, p[13] == 0x2d, p[18] == 0x2d, p[23] == 0x2d else { return nil }
-        var low: UInt64 = 0, high: UInt64 = 0
-        for i in 0..<16 {
-            let k = i < 4 ? 3 - i : i < 6 ? 9 - i : i < 8 ? 13 - i : i
-            let pos = 2 * k + (k < 4 ? 0 : k < 6 ? 1 : k < 8 ? 2 : k < 10 ? 3 : 4)
-            guard let h = Hex.nibble(p[pos]), let l = Hex.nibble(p[pos + 1]) else { return nil }
-            let byte = UInt64(h << 4 | l)
-            if i < 8 { low |= byte << (8 * i) } else { high |= byte << (8 * (i - 8)) }
+        return Hex.nibbleValues.withUnsafeBufferPointer { nibble -> EfiGuid? in
+            var low: UInt64 = 0, high: UInt64 = 0
+            var bad: UInt8 = 0
+            for i in 0..<16 {
+                let k = i < 4 ? 3 - i : i < 6 ? 9 - i : i < 8 ? 13 - i : i
+                let pos = 2 * k + (k < 4 ? 0 : k < 6 ? 1 : k < 8 ? 2 : k < 10 ? 3 : 4)
+                let h = nibble[Int(p[pos])], l = nibble[Int(p[pos + 1])]
+                bad |= h | l
+                let byte = UInt64((h << 4 | l) & 0xff)
+                if i < 8 { low |= byte << (8 * i) } else { high |= byte << (8 * (i - 8)) }
+            }
+            return bad & 0xf0 == 0 ? EfiGuid(low: low, high: high) : nil
         }
-        return EfiGuid(low: low, high: high)
     }
 
     /// `uuid_is_valid`: 36 characters, '-' at 8, 13, 18 and 23, hex elsewhere.

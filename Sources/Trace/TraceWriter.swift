@@ -120,18 +120,24 @@ public final class CallStatistics: SvsmCallObserver {
         public var vcpusUsed = Set<UInt32>()
     }
     /// What the lock guards: counters keyed by the calls' own typed values, named only when
-    /// a snapshot is taken (every SVSM call passes through here; hashing and naming them as
-    /// Strings each time was a measurable part of a call's cost).
+    /// a snapshot is taken. Every SVSM call passes through here, so the common keys (a few
+    /// call IDs, sixteen MM functions, a handful of operation kinds, APIC IDs) sit in short
+    /// lists and arrays instead of hashed dictionaries: hashing five keys per call was a
+    /// measurable part of a call's cost.
     private struct Tally {
-        var perOperation: [String: OperationCost] = [:]
-        var lastOperationId: [String: UInt64] = [:]
+        var perOperation: [(kind: String, cost: OperationCost, lastId: UInt64?)] = []
         var calls = 0
         var failedCalls = 0
-        var perCall: [SvsmCallId: Int] = [:]
-        var perMmFunction: [SmmVariableFunction: Int] = [:]
+        var perCall: [(call: SvsmCallId, count: Int)] = []
+        /// By SmmVariableFunction raw value below 32; others in `otherMmFunctions`.
+        var perMmFunction = [Int](repeating: 0, count: 32)
+        var otherMmFunctions: [SmmVariableFunction: Int] = [:]
         var efiErrors = 0
         var perEfiStatus: [EfiStatus: Int] = [:]
-        var vcpusUsed = Set<UInt32>()
+        /// APIC IDs seen below 4096, as a bitmap (the model's are small and dense); any
+        /// larger one (a guest of serve-svsm chooses its own) in `otherVcpus`.
+        var vcpusUsed: [Bool] = []
+        var otherVcpus = Set<UInt32>()
     }
     private let state = Locked(Tally())
     public init() {}
@@ -139,32 +145,49 @@ public final class CallStatistics: SvsmCallObserver {
         state.withLock { s in
             s.calls += 1
             if r.error != nil { s.failedCalls += 1 }
-            s.perCall[r.call, default: 0] += 1
-            if let f = r.mmFunction { s.perMmFunction[f, default: 0] += 1 }
+            if let i = s.perCall.firstIndex(where: { $0.call == r.call }) { s.perCall[i].count += 1 } else { s.perCall.append((r.call, 1)) }
+            if let f = r.mmFunction {
+                if f.rawValue < 32 { s.perMmFunction[Int(f.rawValue)] += 1 } else { s.otherMmFunctions[f, default: 0] += 1 }
+            }
             if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st, default: 0] += 1 }
-            s.vcpusUsed.insert(r.apicId)
+            let apic = Int(r.apicId)
+            if apic < 4096 {
+                if apic >= s.vcpusUsed.count { s.vcpusUsed += [Bool](repeating: false, count: apic + 1 - s.vcpusUsed.count) }
+                s.vcpusUsed[apic] = true
+            } else {
+                s.otherVcpus.insert(r.apicId)
+            }
             let kind = r.operation?.kind ?? "untagged"
-            s.perOperation[kind, default: OperationCost()].add(r)
+            let i: Int
+            if let found = s.perOperation.firstIndex(where: { $0.kind == kind }) { i = found } else {
+                s.perOperation.append((kind, OperationCost(), nil)); i = s.perOperation.count - 1
+            }
+            s.perOperation[i].cost.add(r)
             // Calls of one operation come from one thread in order; operations of one kind
             // may interleave, so this counts an operation again when another of its kind
             // came in between (exact for one client; the efivarfs counters are exact).
-            if let id = r.operation?.id, s.lastOperationId[kind] != id {
-                s.lastOperationId[kind] = id
-                s.perOperation[kind]!.operationsWithCalls += 1
+            if let id = r.operation?.id, s.perOperation[i].lastId != id {
+                s.perOperation[i].lastId = id
+                s.perOperation[i].cost.operationsWithCalls += 1
             }
         }
     }
     public var snapshot: Snapshot {
         let t = state.withLock { $0 }
         var s = Snapshot()
-        s.perOperation = t.perOperation
-        s.lastOperationId = t.lastOperationId
+        for o in t.perOperation {
+            s.perOperation[o.kind] = o.cost
+            if let id = o.lastId { s.lastOperationId[o.kind] = id }
+        }
         s.calls = t.calls
         s.failedCalls = t.failedCalls
         s.efiErrors = t.efiErrors
-        s.vcpusUsed = t.vcpusUsed
+        s.vcpusUsed = Set(t.vcpusUsed.indices.filter { t.vcpusUsed[$0] }.map(UInt32.init)).union(t.otherVcpus)
         for (k, v) in t.perCall { s.perCall[k.name, default: 0] += v }
-        for (k, v) in t.perMmFunction { s.perMmFunction[k.name, default: 0] += v }
+        for (raw, v) in t.perMmFunction.enumerated() where v > 0 {
+            s.perMmFunction[SmmVariableFunction(rawValue: UInt64(raw)).name, default: 0] += v
+        }
+        for (k, v) in t.otherMmFunctions { s.perMmFunction[k.name, default: 0] += v }
         for (k, v) in t.perEfiStatus { s.perEfiStatus[k.name, default: 0] += v }
         return s
     }
