@@ -30,9 +30,26 @@ extension Array where Element == UInt8 {
         storeLE(guid.high, at: offset + 8)
     }
 
+    @inlinable
     public mutating func replace(at offset: Int, with source: [UInt8]) {
         precondition(offset >= 0 && offset + source.count <= count, "replace out of bounds")
-        replaceSubrange(offset..<(offset + source.count), with: source)
+        guard !source.isEmpty else { return }
+        withUnsafeMutableBytes { dst in
+            source.withUnsafeBytes { src in
+                if let s = src.baseAddress { (dst.baseAddress! + offset).copyMemory(from: s, byteCount: src.count) }
+            }
+        }
+    }
+
+    /// Stores UCS-2 code units little-endian at `offset`, then a NUL (StrSize bytes in all),
+    /// without building them as an array first.
+    @inlinable
+    public mutating func storeUcs2(_ units: [UInt16], at offset: Int) {
+        precondition(offset >= 0 && offset + units.count * 2 + 2 <= count, "storeUcs2 out of bounds")
+        withUnsafeMutableBytes { dst in
+            for (i, u) in units.enumerated() { dst.storeBytes(of: u.littleEndian, toByteOffset: offset + 2 * i, as: UInt16.self) }
+            dst.storeBytes(of: 0, toByteOffset: offset + 2 * units.count, as: UInt16.self)
+        }
     }
 }
 

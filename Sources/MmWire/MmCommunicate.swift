@@ -15,7 +15,9 @@ public enum MmCommunicateHeader {
 
     /// A whole buffer: header followed by `message`.
     public static func encode(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: size)
+        var out = [UInt8]()
+        out.reserveCapacity(size + message.count)  // one allocation, not two
+        out.append(contentsOf: repeatElement(0, count: size))
         out.store(headerGuid, at: headerGuidOffset)
         out.storeLE(UInt64(message.count), at: messageLengthOffset)
         out.append(contentsOf: message)
@@ -75,7 +77,9 @@ public enum SmmVariableHeader {
 
     /// A message: the header with ReturnStatus 0 followed by `payload`.
     public static func message(_ function: SmmVariableFunction, payload: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: size)
+        var out = [UInt8]()
+        out.reserveCapacity(size + payload.count)  // one allocation, not two
+        out.append(contentsOf: repeatElement(0, count: size))
         out.storeLE(function.rawValue, at: functionOffset)
         out.append(contentsOf: payload)
         return out
@@ -92,14 +96,14 @@ public enum AccessVariablePayload {
     public static let nameOffset = 36
 
     public static func encode(guid: EfiGuid, name: [UInt16], attributes: UInt32, dataSize: Int, data: [UInt8]? = nil) -> [UInt8] {
-        let nameBytes = Ucs2.nulTerminatedBytes(name)
-        var out = [UInt8](repeating: 0, count: nameOffset + nameBytes.count + dataSize)
+        let nameSize = name.count * 2 + 2
+        var out = [UInt8](repeating: 0, count: nameOffset + nameSize + dataSize)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(dataSize), at: dataSizeOffset)
-        out.storeLE(UInt64(nameBytes.count), at: nameSizeOffset)
+        out.storeLE(UInt64(nameSize), at: nameSizeOffset)
         out.storeLE(attributes, at: attributesOffset)
-        out.replace(at: nameOffset, with: nameBytes)
-        if let d = data { out.replace(at: nameOffset + nameBytes.count, with: d) }
+        out.storeUcs2(name, at: nameOffset)
+        if let d = data { out.replace(at: nameOffset + nameSize, with: d) }
         return out
     }
 }
@@ -113,12 +117,11 @@ public enum GetNextVariableNamePayload {
     /// `nameBufferSize` is the caller's output buffer; the name area is zero-filled up to
     /// it, as the edk2 client and tee_stmm_efi do.
     public static func encode(guid: EfiGuid, name: [UInt16], nameBufferSize: Int) -> [UInt8] {
-        let nameBytes = Ucs2.nulTerminatedBytes(name)
-        let area = max(nameBufferSize, nameBytes.count)
+        let area = max(nameBufferSize, name.count * 2 + 2)
         var out = [UInt8](repeating: 0, count: nameOffset + area)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(nameBufferSize), at: nameSizeOffset)
-        out.replace(at: nameOffset, with: nameBytes)
+        out.storeUcs2(name, at: nameOffset)
         return out
     }
 }
@@ -148,12 +151,12 @@ public enum VarCheckPropertyPayload {
     public static let nameOffset = 48
 
     public static func encode(guid: EfiGuid, name: [UInt16], property: VariableProperty = VariableProperty()) -> [UInt8] {
-        let nameBytes = Ucs2.nulTerminatedBytes(name)
-        var out = [UInt8](repeating: 0, count: nameOffset + nameBytes.count)
+        let nameSize = name.count * 2 + 2
+        var out = [UInt8](repeating: 0, count: nameOffset + nameSize)
         out.store(guid, at: guidOffset)
-        out.storeLE(UInt64(nameBytes.count), at: nameSizeOffset)
+        out.storeLE(UInt64(nameSize), at: nameSizeOffset)
         out.replace(at: propertyOffset, with: property.encoded)
-        out.replace(at: nameOffset, with: nameBytes)
+        out.storeUcs2(name, at: nameOffset)
         return out
     }
 }
