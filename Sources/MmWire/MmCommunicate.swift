@@ -15,12 +15,11 @@ public enum MmCommunicateHeader {
 
     /// A whole buffer: header followed by `message`.
     public static func encode(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(size + message.count)  // one allocation, not two
-        out.append(contentsOf: repeatElement(0, count: size))
+        // One allocation, the message copied in as one block.
+        var out = [UInt8](repeating: 0, count: size + message.count)
         out.store(headerGuid, at: headerGuidOffset)
         out.storeLE(UInt64(message.count), at: messageLengthOffset)
-        out.append(contentsOf: message)
+        out.replace(at: size, with: message)
         return out
     }
 }
@@ -77,11 +76,10 @@ public enum SmmVariableHeader {
 
     /// A message: the header with ReturnStatus 0 followed by `payload`.
     public static func message(_ function: SmmVariableFunction, payload: [UInt8]) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(size + payload.count)  // one allocation, not two
-        out.append(contentsOf: repeatElement(0, count: size))
+        // One allocation, the payload copied in as one block.
+        var out = [UInt8](repeating: 0, count: size + payload.count)
         out.storeLE(function.rawValue, at: functionOffset)
-        out.append(contentsOf: payload)
+        out.replace(at: size, with: payload)
         return out
     }
 }

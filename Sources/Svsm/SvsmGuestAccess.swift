@@ -64,6 +64,12 @@ public struct ProtectedPages: Sendable, Equatable {
         sortedPages = vmsaPages.union(caaByPage.keys).sorted()
     }
 
+    /// Whether `page` is a VMSA or CAA page.
+    func contains(page: UInt64) -> Bool {
+        let i = firstIndex(atOrAfter: page)
+        return i < sortedPages.count && sortedPages[i] == page
+    }
+
     /// The index in `sortedPages` of the first page at or after `page`.
     func firstIndex(atOrAfter page: UInt64) -> Int {
         var low = 0, high = sortedPages.count
@@ -73,8 +79,6 @@ public struct ProtectedPages: Sendable, Equatable {
         }
         return low
     }
-
-    func isCaaPage(_ page: UInt64) -> Bool { caaByPage[page] != nil }
 
     func caaHeads(onPage page: UInt64) -> [UInt64] { caaByPage[page] ?? [] }
 }
@@ -91,7 +95,7 @@ public struct SvsmGuestAccess: Sendable {
     /// the launch VMSA address, or when it is outside the memory map.
     public func validPhysAddress(_ pa: GuestPhysicalAddress, protected: ProtectedPages) -> Bool {
         if pa.page == SvsmGuestAccess.launchVmsaAddress { return false }
-        if protected.vmsaPages.contains(pa.page.rawValue) || protected.isCaaPage(pa.page.rawValue) { return false }
+        if protected.contains(page: pa.page.rawValue) { return false }
         return memory.isGuestRam(GuestRegion(start: pa, length: 1))
     }
 
