@@ -5,10 +5,8 @@ public enum Ucs2 {
 
     /// NUL-terminated little-endian bytes: what NameSize counts.
     public static func nulTerminatedBytes(_ units: [UInt16]) -> [UInt8] {
-        var out = [UInt8]()
-        out.reserveCapacity(units.count * 2 + 2)
-        for u in units { out.append(UInt8(u & 0xff)); out.append(UInt8(u >> 8)) }
-        out.append(0); out.append(0)
+        var out = [UInt8](repeating: 0, count: units.count * 2 + 2)
+        out.storeUcs2(units, at: 0)
         return out
     }
 

@@ -148,7 +148,7 @@ public final class Efivarfs: @unchecked Sendable {
         guard name.count <= EfivarfsName.nameMax else { throw .nameTooLong }
         guard EfivarfsName.isValid(name) else { throw .noSuchFile }
         return try table.withLock { (t: inout Table) throws(Errno) -> NodeAttributes in
-            guard let node = t.byName[EfivarfsName.lookupKey(name)] else { throw .noSuchFile }
+            guard let node = t.byName[EfivarfsName.lookupKey(validName: name)] else { throw .noSuchFile }
             node.lookupCount += 1
             return node.attributes
         }
@@ -186,7 +186,7 @@ public final class Efivarfs: @unchecked Sendable {
         guard let key = EfivarfsName.variableKey(forCreatedName: name) else { throw .invalidArgument }
         if key.guid == .linuxEfiRandomSeedTable { throw .notPermitted }
         return try table.withLock { (t: inout Table) throws(Errno) -> (NodeAttributes, handle: UInt64?) in
-            let k = EfivarfsName.lookupKey(name)
+            let k = EfivarfsName.lookupKey(validName: name)  // variableKey(forCreatedName:) checked it
             if t.byName[k] != nil { throw .fileExists }
             let node = makeNode(&t, fileName: name, key: key, mode: mode & 0o7777, size: 0)
             node.lookupCount += 1
@@ -210,7 +210,7 @@ public final class Efivarfs: @unchecked Sendable {
 
     private func lookupWithoutReference(_ name: [UInt8]) throws(Errno) -> EfivarfsNode {
         guard EfivarfsName.isValid(name) else { throw .noSuchFile }
-        guard let n = table.withLock({ $0.byName[EfivarfsName.lookupKey(name)] }) else { throw .noSuchFile }
+        guard let n = table.withLock({ $0.byName[EfivarfsName.lookupKey(validName: name)] }) else { throw .noSuchFile }
         return n
     }
 

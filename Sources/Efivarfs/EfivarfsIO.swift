@@ -84,7 +84,7 @@ extension Efivarfs {
     public func unlink(_ name: [UInt8]) throws(Errno) {
         if options.readOnly { throw .readOnlyFileSystem }
         guard EfivarfsName.isValid(name) else { throw .noSuchFile }
-        let k = EfivarfsName.lookupKey(name)
+        let k = EfivarfsName.lookupKey(validName: name)
         let n = try table.withLock { (t: inout Table) throws(Errno) -> EfivarfsNode in
             guard let n = t.byName[k] else { throw .noSuchFile }
             if n.immutable { throw .notPermitted }

@@ -15,7 +15,12 @@ public enum EfivarfsName {
     /// The lookup key: the name part exactly, the GUID lower-cased (`efivarfs_d_compare`
     /// and `efivarfs_d_hash` compare the GUID case-insensitively).
     public static func lookupKey(_ name: [UInt8]) -> LookupKey {
-        guard isValid(name) else { return LookupKey(bytes: name) }
+        isValid(name) ? lookupKey(validName: name) : LookupKey(bytes: name)
+    }
+
+    /// The lookup key of a name the caller has already checked with `isValid` (lookup,
+    /// create and unlink check first: the GUID is not parsed twice).
+    public static func lookupKey(validName name: [UInt8]) -> LookupKey {
         var k = name
         for i in (name.count - guidLength)..<name.count where (0x41...0x5a).contains(k[i]) { k[i] += 0x20 }
         return LookupKey(bytes: k)

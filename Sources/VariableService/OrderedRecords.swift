@@ -1,6 +1,7 @@
 /// Records in the order they were written, the way edk2's variable store keeps them: a new
 /// or updated variable goes to the end, a deleted one leaves a gap (edk2 marks the record
-/// VAR_DELETED and walks past it until reclaim). Lookup by key is a hash probe; removal is
+/// VAR_DELETED and walks past it until reclaim: tianocore/edk2
+/// MdeModulePkg/Universal/Variable/RuntimeDxe/Variable.c `UpdateVariable`, `Reclaim`). Lookup by key is a hash probe; removal is
 /// O(1) (the slot becomes a gap, as the record's State does); the gaps are squeezed out
 /// once they outnumber the records, so a walk never passes more gaps than records and the
 /// cost of squeezing is spread over the removals that made the gaps.
@@ -14,7 +15,6 @@ struct OrderedRecords<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     private var position: [Key: Int] = [:]
 
     var count: Int { position.count }
-    var isEmpty: Bool { position.isEmpty }
 
     subscript(key: Key) -> Value? {
         guard let i = position[key] else { return nil }

@@ -148,8 +148,10 @@ enum NativeStoreFormat {
         file.appendLE(UInt64(bodyLength))
         file.appendLE(UInt32(0))  // the CRC, once the body is in
         for c in changes {
-            file.appendLE(UInt32(encodedSize(c)))
+            let start = file.count
+            file.appendLE(UInt32(0))
             encode(c, into: &file)
+            file.storeLE(UInt32(file.count - start - 4), at: start)
         }
         precondition(file.count == checkpointHeaderSize + bodyLength, "checkpoint: encodedSize disagrees with encode")
         let crc = file.withUnsafeBytes { Crc32.checksum(UnsafeRawBufferPointer(rebasing: $0[checkpointHeaderSize...])) }
