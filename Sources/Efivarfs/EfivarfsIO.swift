@@ -16,12 +16,26 @@ extension Efivarfs {
         }
         switch r {
         case .found(let attrs, let data):
-            var out = [UInt8](repeating: 0, count: 4)
-            out.storeLE(attrs.rawValue, at: 0)
-            out.append(contentsOf: data)
-            guard offset >= 0, offset < Int64(out.count) else { return [] }
-            let start = Int(offset)
-            return Array(out[start..<min(out.count, start + count)])
+            // The file's bytes are the 4 attribute bytes and the data; only the asked-for
+            // window of them is built (usually all of it: one read from offset 0).
+            let total = 4 + data.count
+            guard offset >= 0, offset < Int64(total) else { return [] }
+            let start = Int(offset), end = min(total, start + count)
+            var head = attrs.rawValue.littleEndian
+            return [UInt8](unsafeUninitializedCapacity: end - start) { out, initialized in
+                var n = 0
+                withUnsafeBytes(of: &head) { h in
+                    for i in min(start, 4)..<min(end, 4) { out[n] = h[i]; n += 1 }
+                }
+                if end > 4 {
+                    let from = max(start, 4) - 4
+                    data.withUnsafeBytes { d in
+                        UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: out[n...])).copyMemory(from: UnsafeRawBufferPointer(rebasing: d[from..<(end - 4)]))
+                    }
+                    n += end - 4 - from
+                }
+                initialized = n
+            }
         case .error(.notFound):
             return []
         case .error(let s):

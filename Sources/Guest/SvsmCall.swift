@@ -216,4 +216,39 @@ public struct SvsmMmChannel: MmBufferChannel {
             throw .bufferNotInGuestMemory(GuestRegion(start: body, length: UInt64(replyLength)))
         }
     }
+
+    /// The headers and the payload written straight into the MM buffer, and the status and
+    /// reply payload read straight out of it: the bytes `exchange` would carry, without the
+    /// two arrays that join them and the one that holds the whole reply.
+    public func variableExchange(_ function: SmmVariableFunction, payload: [UInt8]) throws(SvsmCallError) -> (EfiStatus, [UInt8]) {
+        let memory = transport.memory
+        let messageLength = SmmVariableHeader.size + payload.count
+        let total = MmCommunicateHeader.size + messageLength
+        let region = GuestRegion(start: buffer, length: UInt64(total))
+        guard total <= bufferSize else { throw .bufferNotInGuestMemory(region) }
+        do {
+            try memory.withMutableBytes(buffer, count: total) { b in
+                let guid = EfiGuid.smmVariableProtocol
+                b.storeBytes(of: guid.low.littleEndian, toByteOffset: MmCommunicateHeader.headerGuidOffset, as: UInt64.self)
+                b.storeBytes(of: guid.high.littleEndian, toByteOffset: MmCommunicateHeader.headerGuidOffset + 8, as: UInt64.self)
+                b.storeBytes(of: UInt64(messageLength).littleEndian, toByteOffset: MmCommunicateHeader.messageLengthOffset, as: UInt64.self)
+                let smm = MmCommunicateHeader.size
+                b.storeBytes(of: function.rawValue.littleEndian, toByteOffset: smm + SmmVariableHeader.functionOffset, as: UInt64.self)
+                b.storeBytes(of: UInt64(0), toByteOffset: smm + SmmVariableHeader.returnStatusOffset, as: UInt64.self)
+                payload.withUnsafeBytes { p in
+                    if let s = p.baseAddress { (b.baseAddress! + smm + SmmVariableHeader.size).copyMemory(from: s, byteCount: p.count) }
+                }
+            }
+        } catch { throw .bufferNotInGuestMemory(region) }
+        try transport.perform(.uefiMmRequest, rcx: buffer.rawValue, rdx: UInt64(bufferSize), on: vcpu, caa: caa,
+                              mm: (MmExchange(headerGuid: .smmVariableProtocol, function: function), buffer),
+                              transferred: (total, messageLength))
+        do {
+            return try memory.withBytes(buffer, count: total) { b in
+                let smm = MmCommunicateHeader.size
+                let status = EfiStatus(rawValue: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: smm + SmmVariableHeader.returnStatusOffset, as: UInt64.self)))
+                return (status, [UInt8](UnsafeRawBufferPointer(rebasing: b[(smm + SmmVariableHeader.size)...])))
+            }
+        } catch { throw .bufferNotInGuestMemory(region) }
+    }
 }

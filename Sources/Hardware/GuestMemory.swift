@@ -117,6 +117,26 @@ public final class GuestMemory: @unchecked Sendable {
         }
     }
 
+    /// `body` over the bytes of a range in place, after one range check and without a copy:
+    /// for a reader that takes what it needs out of the range and keeps no pointer to it.
+    @inlinable
+    public func withBytes<R>(_ gpa: GuestPhysicalAddress, count: Int, _ body: (UnsafeRawBufferPointer) -> R) throws(GuestMemoryError) -> R {
+        body(UnsafeRawBufferPointer(start: try checkedPointer(gpa, count), count: count))
+    }
+
+    /// `body` over the bytes of a range, to fill them in place (one range check; a message
+    /// is built where it will be read instead of in an array first).
+    @inlinable
+    public func withMutableBytes<R>(_ gpa: GuestPhysicalAddress, count: Int, _ body: (UnsafeMutableRawBufferPointer) -> R) throws(GuestMemoryError) -> R {
+        body(UnsafeMutableRawBufferPointer(start: try checkedPointer(gpa, count), count: count))
+    }
+
+    /// The host address of a checked range, for the in-place accessors above.
+    @usableFromInline
+    func checkedPointer(_ gpa: GuestPhysicalAddress, _ count: Int) throws(GuestMemoryError) -> UnsafeMutableRawPointer {
+        try pointer(gpa, count)
+    }
+
     public func readU8(_ gpa: GuestPhysicalAddress) throws(GuestMemoryError) -> UInt8 {
         try pointer(gpa, 1).load(as: UInt8.self)
     }

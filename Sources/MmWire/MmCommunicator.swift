@@ -10,6 +10,26 @@ public protocol MmBufferChannel {
     /// of the message area (at offset 24) afterwards. `exchange` describes the message for
     /// traces.
     func exchange(_ buffer: [UInt8], replyLength: Int, describing exchange: MmExchange) throws(Failure) -> [UInt8]
+
+    /// One variable-protocol round trip: EFI_MM_COMMUNICATE_HEADER (gEfiSmmVariableProtocolGuid),
+    /// SMM_VARIABLE_COMMUNICATE_HEADER (`function`, ReturnStatus 0) and `payload` at the
+    /// start of the MM buffer; returns the ReturnStatus and the reply payload (as long as
+    /// `payload`) as the service left them. The same bytes cross the boundary as through
+    /// `exchange`; a channel over guest memory writes them there directly instead of
+    /// joining them in an array first.
+    func variableExchange(_ function: SmmVariableFunction, payload: [UInt8]) throws(Failure) -> (EfiStatus, [UInt8])
+}
+
+extension MmBufferChannel {
+    /// Through `exchange`: the message built in one array, the reply split after.
+    public func variableExchange(_ function: SmmVariableFunction, payload: [UInt8]) throws(Failure) -> (EfiStatus, [UInt8]) {
+        let reply = try exchange(MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol,
+                                                            message: SmmVariableHeader.message(function, payload: payload)),
+                                 replyLength: SmmVariableHeader.size + payload.count,
+                                 describing: MmExchange(headerGuid: .smmVariableProtocol, function: function))
+        return (EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset)),
+                Array(reply[SmmVariableHeader.size...]))
+    }
 }
 
 /// What a trace needs to know about one exchange, given before it happens.
@@ -19,6 +39,7 @@ public struct MmExchange: Sendable {
     public let function: SmmVariableFunction?
     /// Offset of ReturnStatus from the start of the buffer, for variable-protocol messages.
     public var returnStatusOffset: Int? { function == nil ? nil : MmCommunicateHeader.size + SmmVariableHeader.returnStatusOffset }
+    public init(headerGuid: EfiGuid, function: SmmVariableFunction?) { self.headerGuid = headerGuid; self.function = function }
 }
 
 /// Builds and reads MM messages, the way edk2's VariableSmmRuntimeDxe and Linux's
@@ -42,8 +63,6 @@ public struct MmCommunicator<Channel: MmBufferChannel> {
 
     /// A variable-protocol call: the ReturnStatus and the reply payload.
     public func variableCall(_ function: SmmVariableFunction, payload: [UInt8]) throws(Channel.Failure) -> (EfiStatus, [UInt8]) {
-        let reply = try communicate(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(function, payload: payload))
-        return (EfiStatus(rawValue: reply.loadLE(UInt64.self, at: SmmVariableHeader.returnStatusOffset)),
-                Array(reply[SmmVariableHeader.size...]))
+        try channel.variableExchange(function, payload: payload)
     }
 }

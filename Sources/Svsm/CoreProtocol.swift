@@ -28,7 +28,7 @@ extension Svsm {
         let new = GuestPhysicalAddress(regs.rcx)
         guard new.pageAligned else { throw .invalidParameter }
         guard access.memory.isGuestRam(GuestRegion(start: new, length: CallingArea.headerSize)) else { throw .invalidAddress }
-        try access.setCaaHeader(new, [UInt8](repeating: 0, count: 8))
+        try access.setCaaHeader(new, 0)
         try updateRegistry { (r: inout [UInt32: VcpuBinding]) throws(SvsmError) in
             guard var me = r[apicId] else { throw .invalidAddress }
             if me.caa == new { return }

@@ -84,8 +84,12 @@ public final class Svsm: Vmpl0Software {
         mmRequestObserver.withLock { $0 = observer }
     }
 
-    func notifyMmRequest(apicId: UInt32, header: [UInt8], message: [UInt8]) {
+    func notifyMmRequest(apicId: UInt32, headerGuid: EfiGuid, messageLength: UInt64, message: [UInt8]) {
         guard let o = mmRequestObserver.withLock({ $0 }) else { return }
+        // The header as the guest wrote it, built only when someone records requests.
+        var header = [UInt8](repeating: 0, count: MmCommunicateHeader.size)
+        header.store(headerGuid, at: MmCommunicateHeader.headerGuidOffset)
+        header.storeLE(messageLength, at: MmCommunicateHeader.messageLengthOffset)
         o(apicId, header + message)
     }
 
@@ -105,7 +109,7 @@ public final class Svsm: Vmpl0Software {
     /// Firmware launch: register the boot vCPU's VMSA and the CAA from firmware metadata
     /// (COCONUT `prepare_fw_launch`). The CAA header is zeroed.
     public func launch(bootVmsa: GuestPhysicalAddress, firmwareCaa: GuestPhysicalAddress) throws(SvsmError) {
-        try access.setCaaHeader(firmwareCaa, [UInt8](repeating: 0, count: 8))
+        try access.setCaaHeader(firmwareCaa, 0)
         updateRegistry { $0[0] = VcpuBinding(apicId: 0, vmsa: bootVmsa, caa: firmwareCaa) }
     }
 
@@ -136,10 +140,9 @@ public final class Svsm: Vmpl0Software {
     public func enter(apicId: UInt32) -> EntryOutcome {
         guard let b = binding(apicId: apicId) else { return .unknownVcpu }
         // get_and_clear_caa_request_flag: a non-atomic read-modify-write of bytes 0-7.
-        guard var header = try? access.caaHeader(b.caa) else { return .notPending }
-        let pending = header[0]
-        header[0] = 0
-        try? access.setCaaHeader(b.caa, header)
+        guard let header = try? access.caaHeader(b.caa) else { return .notPending }
+        let pending = UInt8(truncatingIfNeeded: header)
+        try? access.setCaaHeader(b.caa, header & ~0xff)
         guard pending != 0 else { return .notPending }
         if let injected = injectedFault() {
             let id = SvsmCallId(rax: (try? access.vmsaU64(b.vmsa, VmsaLayout.rax)) ?? 0)

@@ -123,6 +123,13 @@ public struct SvsmGuestAccess: Sendable {
         do { return try memory.read(region.start, count: Int(region.length)) } catch { throw .fault }
     }
 
+    /// The checked range read in place: `body` takes what it needs (values, not the
+    /// pointer) and returns it, so no array is made for a header read field by field.
+    public func withBytes<R>(_ region: GuestRegion, protected: ProtectedPages, _ body: (UnsafeRawBufferPointer) -> R) throws(SvsmError) -> R {
+        guard validPhysRegion(region, protected: protected) else { throw .invalidAddress }
+        do { return try memory.withBytes(region.start, count: Int(region.length), body) } catch { throw .fault }
+    }
+
     public func write(_ gpa: GuestPhysicalAddress, _ bytes: [UInt8], protected: ProtectedPages) throws(SvsmError) {
         guard validPhysRegion(GuestRegion(start: gpa, length: UInt64(bytes.count)), protected: protected) else { throw .invalidAddress }
         do { try memory.write(gpa, bytes) } catch { throw .fault }
@@ -130,11 +137,13 @@ public struct SvsmGuestAccess: Sendable {
 
     // The CAA header and the VMSA are the SVSM's own business: it touches them directly, but
     // still only by GPA and only inside RAM.
-    func caaHeader(_ caa: GuestPhysicalAddress) throws(SvsmError) -> [UInt8] {
-        do { return try memory.read(caa, count: Int(CallingArea.headerSize)) } catch { throw .fault }
+    /// The CAA's first 8 bytes (call_pending, mem_available, reserved) as one
+    /// little-endian word: byte 0 is call_pending.
+    func caaHeader(_ caa: GuestPhysicalAddress) throws(SvsmError) -> UInt64 {
+        do { return try memory.readU64(caa) } catch { throw .fault }
     }
-    func setCaaHeader(_ caa: GuestPhysicalAddress, _ header: [UInt8]) throws(SvsmError) {
-        do { try memory.write(caa, header) } catch { throw .fault }
+    func setCaaHeader(_ caa: GuestPhysicalAddress, _ header: UInt64) throws(SvsmError) {
+        do { try memory.writeU64(caa, header) } catch { throw .fault }
     }
     func vmsaU64(_ vmsa: GuestPhysicalAddress, _ offset: UInt64) throws(SvsmError) -> UInt64 {
         do { return try memory.readU64(vmsa.advanced(by: offset)) } catch { throw .fault }

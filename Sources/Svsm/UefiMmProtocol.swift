@@ -20,14 +20,18 @@ extension Svsm {
         guard address.pageAligned else { throw .invalidAddress }  // not INVALID_PARAMETER
         guard size >= Svsm.mmHeaderSize else { throw .invalidParameter }
         guard size <= Svsm.uefiMmBufferLimit else { throw .invalidParameter }
-        let header = try access.read(GuestRegion(start: address, length: Svsm.mmHeaderSize), protected: b)
-        let guid = EfiGuid(bytes: header, at: 0)
-        let messageLength = header.loadLE(UInt64.self, at: 16)
+        // The header's two fields are read once, into values: later changes by the guest
+        // cannot reach them.
+        let (guid, messageLength) = try access.withBytes(GuestRegion(start: address, length: Svsm.mmHeaderSize), protected: b) { h in
+            (EfiGuid(low: UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.headerGuidOffset, as: UInt64.self)),
+                     high: UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.headerGuidOffset + 8, as: UInt64.self))),
+             UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.messageLengthOffset, as: UInt64.self)))
+        }
         guard messageLength <= size - Svsm.mmHeaderSize else { throw .invalidParameter }
         // A private copy: the guest cannot change the request while it is processed.
         let body = address.advanced(by: Svsm.mmHeaderSize)
         let request = try access.read(GuestRegion(start: body, length: messageLength), protected: b)
-        notifyMmRequest(apicId: apicId, header: header, message: request)
+        notifyMmRequest(apicId: apicId, headerGuid: guid, messageLength: messageLength, message: request)
         // COCONUT holds one global lock around the store for the request; here the handler
         // takes it (VariableService's store lock), so that a durable write can wait for its
         // fdatasync after releasing it (group commit).

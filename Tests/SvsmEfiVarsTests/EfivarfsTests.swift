@@ -128,6 +128,23 @@ struct EfivarfsOverDriverTests {
         #expect(throws: Errno.noSuchFile) { try fs.lookup(n) }
     }
 
+    @Test("read windows: every offset and count gives that slice of the attribute bytes followed by the data")
+    func readWindows() throws {
+        let (m, fs) = try Self.fs()
+        let (a, h) = try fs.create(Self.name("Win-\(Self.guid)"), mode: 0o644, caller: .root)
+        let file: [UInt8] = [7, 0, 0, 0, 0x10, 0x11, 0x12, 0x13, 0x14]
+        #expect(try fs.write(a.ino, file) == file.count)
+        for offset in 0...(file.count + 1) {
+            for count in 0...(file.count + 2) {
+                let want = offset < file.count ? Array(file[offset..<min(file.count, offset + count)]) : []
+                #expect(try fs.read(a.ino, handle: h, offset: Int64(offset), count: count, caller: .root) == want, "offset \(offset) count \(count)")
+            }
+        }
+        #expect(try fs.read(a.ino, handle: h, offset: -1, count: 4, caller: .root) == [])
+        fs.release(handle: h!)
+        withExtendedLifetime(m) {}
+    }
+
     @Test("write: short → EINVAL, bad bits → EINVAL, commit, size from a fresh GetVariable, delete by a 4-byte write")
     func writes() throws {
         let (m, fs) = try Self.fs()

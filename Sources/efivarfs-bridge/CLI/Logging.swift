@@ -39,10 +39,14 @@ struct LoggingOptions: ParsableArguments {
 /// Logs every SVSM call that failed (warning) and, at trace level, every call.
 struct LoggingObserver: SvsmCallObserver {
     let logger: Logger
+    /// The level is fixed once logging is set up: asked once here rather than through the
+    /// log handler on every call.
+    let tracesCalls: Bool
+    init(logger: Logger) { self.logger = logger; self.tracesCalls = logger.logLevel <= .trace }
     func svsmCallCompleted(_ r: SvsmCallRecord) {
         if let e = r.error {
             logger.warning("SVSM call \(r.call.name) on vCPU \(r.apicId) via CAA \(r.caa) failed: \(e)")
-        } else if logger.logLevel <= .trace {
+        } else if tracesCalls {
             logger.trace("\(r.call.name) vCPU \(r.apicId) CAA \(r.caa) \(r.mmFunction?.name ?? "") \(r.efiStatus?.name ?? "") \(r.durationNanoseconds) ns")
         }
     }
