@@ -8,14 +8,18 @@ extension SvsmVariableDriver {
     public struct Cpu {
         let driver: SvsmVariableDriver
         public let vcpu: Vcpu
+        /// This vCPU's MM buffer and CAA, set up once for all the calls the holder makes.
+        let communicator: MmCommunicator<SvsmMmChannel>
+
+        init(driver: SvsmVariableDriver, vcpu: Vcpu) {
+            self.driver = driver
+            self.vcpu = vcpu
+            self.communicator = MmCommunicator(channel: SvsmMmChannel(transport: driver.transport, vcpu: vcpu, caa: vcpu.svsmCaa,
+                                                                      buffer: driver.buffers[vcpu.apicId]!, bufferSize: driver.bufferSize))
+        }
 
         /// VariablePayloadSize from the probe: the most one message carries.
         public var maxPayloadSize: Int { driver.maxPayloadSize }
-
-        var communicator: MmCommunicator<SvsmMmChannel> {
-            MmCommunicator(channel: SvsmMmChannel(transport: driver.transport, vcpu: vcpu, caa: vcpu.svsmCaa,
-                                                  buffer: driver.buffers[vcpu.apicId]!, bufferSize: driver.bufferSize))
-        }
 
         func call(_ function: SmmVariableFunction, _ payload: [UInt8]) throws(SvsmCallError) -> (EfiStatus, [UInt8]) {
             try communicator.variableCall(function, payload: payload)

@@ -4,20 +4,34 @@ public struct VariableKey: Hashable, Sendable, CustomStringConvertible {
     public let guid: EfiGuid
     /// Code units without the terminating NUL.
     public let name: [UInt16]
-    public init(guid: EfiGuid, name: [UInt16]) { self.guid = guid; self.name = name }
+    /// The key's hash, taken once when the key is made. A request's key is looked up
+    /// several times (the record, the volatile and non-volatile lists, its VarCheck
+    /// property, the transaction log), and hashing the name's bytes again for each lookup
+    /// was the largest single item of a store update. `Hasher` is seeded per process, so
+    /// names a guest chooses cannot be made to collide on purpose.
+    private let digest: Int
+
+    public init(guid: EfiGuid, name: [UInt16]) {
+        self.guid = guid
+        self.name = name
+        var h = Hasher()
+        h.combine(guid.low)
+        h.combine(guid.high)
+        h.combine(name.count)
+        name.withUnsafeBytes { h.combine(bytes: $0) }
+        self.digest = h.finalize()
+    }
     public init(_ name: String, _ guid: EfiGuid) { self.init(guid: guid, name: Ucs2.units(name)) }
 
     /// StrSize: bytes including the NUL.
     public var nameSize: Int { name.count * 2 + 2 }
     public var description: String { "\(Ucs2.string(name))-\(guid)" }
 
-    /// The name's bytes in one piece: Array's own hashing feeds the hasher one code unit
-    /// at a time, and every store lookup hashes a key.
-    public func hash(into hasher: inout Hasher) {
-        hasher.combine(guid.low)
-        hasher.combine(guid.high)
-        hasher.combine(name.count)
-        name.withUnsafeBytes { hasher.combine(bytes: $0) }
+    public func hash(into hasher: inout Hasher) { hasher.combine(digest) }
+
+    /// Equal GUIDs and names; the digests are compared first, so that most unequal keys
+    /// are told apart without reading their names.
+    public static func == (a: VariableKey, b: VariableKey) -> Bool {
+        a.digest == b.digest && a.guid == b.guid && a.name == b.name
     }
 }
-

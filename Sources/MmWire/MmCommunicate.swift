@@ -153,7 +153,7 @@ public enum VarCheckPropertyPayload {
         var out = [UInt8](repeating: 0, count: nameOffset + nameSize)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(nameSize), at: nameSizeOffset)
-        out.replace(at: propertyOffset, with: property.encoded)
+        property.store(into: &out, at: propertyOffset)
         out.storeUcs2(name, at: nameOffset)
         return out
     }
@@ -177,14 +177,13 @@ public struct VariableProperty: Equatable, Sendable {
 
     public var isReadOnly: Bool { property & VariableProperty.readOnly != 0 }
 
-    public var encoded: [UInt8] {
-        var out = [UInt8](repeating: 0, count: VariableProperty.size)
-        out.storeLE(revision, at: 0)
-        out.storeLE(property, at: 2)
-        out.storeLE(attributes, at: 4)
-        out.storeLE(minSize, at: 8)
-        out.storeLE(maxSize, at: 16)
-        return out
+    /// Writes the 24 bytes at `offset` of a message being built (no array of its own).
+    public func store(into out: inout [UInt8], at offset: Int) {
+        out.storeLE(revision, at: offset)
+        out.storeLE(property, at: offset + 2)
+        out.storeLE(attributes, at: offset + 4)
+        out.storeLE(minSize, at: offset + 8)
+        out.storeLE(maxSize, at: offset + 16)
     }
 
     public init(decoding b: [UInt8], at offset: Int) {

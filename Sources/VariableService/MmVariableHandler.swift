@@ -171,7 +171,7 @@ struct MmVariableHandler {
             return store.setVariableProperty(key, VariableProperty(decoding: m, at: p + VarCheckPropertyPayload.propertyOffset))
         }
         guard let prop = store.variableProperty(key) else { return .notFound }
-        m.replace(at: p + VarCheckPropertyPayload.propertyOffset, with: prop.encoded)
+        prop.store(into: &m, at: p + VarCheckPropertyPayload.propertyOffset)
         return .success
     }
 }
