@@ -9,8 +9,10 @@ public protocol MmService: Sendable {
     /// The reply message; nil when no handler serves `headerGuid` (the buffer then stays as
     /// it was). `bufferSize` is the size of the communicate buffer the caller handed over
     /// (RDX of SVSM_UEFI_MM_REQUEST): a service whose answers depend on the buffer (QEMU's
-    /// GET_PAYLOAD_SIZE, its size checks) reads it here; the others ignore it.
-    func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]?
+    /// GET_PAYLOAD_SIZE, its size checks) reads it here; the others ignore it. The message
+    /// is handed over (`consuming`): a service that answers in place writes into the very
+    /// copy the SVSM made, instead of copying it again.
+    func handleMmRequest(headerGuid: EfiGuid, message: consuming [UInt8], bufferSize: UInt64) -> [UInt8]?
 
     /// The attestation manifest this store's SVSM reports for the UEFI MM service
     /// (COCONUT `uefi_mm_get_manifest`), read with the store locked.

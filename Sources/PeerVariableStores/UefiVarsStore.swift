@@ -81,7 +81,7 @@ public struct UefiVarsStore: Sendable {
 
 extension UefiVarsStore: MmVariableStore {
     /// `uefi_vars_cmd_mm`: HeaderGuid dispatch over a private copy of the buffer.
-    public mutating func handle(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
+    public mutating func handle(headerGuid: EfiGuid, message: consuming [UInt8], bufferSize: UInt64) -> [UInt8]? {
         // What bounds the request and its reply: the registered buffer, capped at 64 KiB
         // (QEMU), or only the request itself (virtfw sees nothing else).
         let bufSize: UInt64
@@ -92,7 +92,7 @@ extension UefiVarsStore: MmVariableStore {
         // 24 + MessageLength beyond the buffer: UEFI_VARS_STS_ERR_BAD_BUFFER_SIZE, nothing
         // processed. The device status has no protocol-4 form; the buffer stays as it was.
         guard UInt64(MmCommunicateHeader.size) + UInt64(message.count) <= bufSize else { return nil }
-        var buffer = MessageBuffer(message: message, capacity: Int(bufSize) - MmCommunicateHeader.size)
+        var buffer = MessageBuffer(message: copy message, capacity: Int(bufSize) - MmCommunicateHeader.size)
         let replyLength: Int
         switch headerGuid {
         case .smmVariableProtocol:

@@ -5,7 +5,7 @@ import MmWire
 /// variable protocol (VariableSmm.c `SmmVariableHandler`), the variable-policy MMI
 /// (`VarCheckPolicyMmiHandler`) and the boot events edk2 signals into MM.
 extension VariableStore: MmVariableStore {
-    public mutating func handle(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
+    public mutating func handle(headerGuid: EfiGuid, message: consuming [UInt8], bufferSize: UInt64) -> [UInt8]? {
         switch headerGuid {
         case .smmVariableProtocol:
             return MmVariableHandler(payloadLimit: limits.payloadSize).handle(message, store: &self)

@@ -14,9 +14,10 @@ import MmWire
 struct MmVariableHandler {
     let payloadLimit: Int
 
-    func handle(_ message: [UInt8], store: inout VariableStore) -> [UInt8] {
-        guard message.count >= SmmVariableHeader.size else { return message }
+    /// Answers in `message` itself: the caller hands its private copy over.
+    func handle(_ message: consuming [UInt8], store: inout VariableStore) -> [UInt8] {
         var m = message
+        guard m.count >= SmmVariableHeader.size else { return m }
         let function = SmmVariableFunction(rawValue: m.loadLE(UInt64.self, at: SmmVariableHeader.functionOffset))
         let payloadSize = m.count - SmmVariableHeader.size
         let status: EfiStatus

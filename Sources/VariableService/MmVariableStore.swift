@@ -8,7 +8,7 @@ import MmWire
 public protocol MmVariableStore: Sendable {
     /// Answers one request (nil: no handler for `headerGuid`). `bufferSize` is the guest's
     /// communicate buffer (RDX).
-    mutating func handle(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]?
+    mutating func handle(headerGuid: EfiGuid, message: consuming [UInt8], bufferSize: UInt64) -> [UInt8]?
 
     /// Starts recording changes, so that one request's effect can be listed and undone.
     mutating func beginTransaction()

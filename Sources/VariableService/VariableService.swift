@@ -66,9 +66,15 @@ public final class VariableService: MmService {
     /// Every variable the store holds, volatile ones too (for tests and inspection).
     public var allVariables: [ExportedVariable] { state.withLock { $0.store.everyVariable } }
 
-    public func handleMmRequest(headerGuid: EfiGuid, message: [UInt8], bufferSize: UInt64) -> [UInt8]? {
+    public func handleMmRequest(headerGuid: EfiGuid, message: consuming [UInt8], bufferSize: UInt64) -> [UInt8]? {
+        let pureRead = VariableService.isPureRead(headerGuid, message)
+        // The handler answers in the request's own bytes. Behind a journal a request may
+        // have to be asked again (below), so there it is kept aside; without one it is
+        // handed down whole, and answered without a second copy.
+        let again: [UInt8]? = journal != nil ? message : nil
+        var request: [UInt8]? = consume message
         while true {
-            let outcome = state.withLock { s in apply(headerGuid, message, bufferSize, &s) }
+            let outcome = state.withLock { s in apply(headerGuid, request.take() ?? [], pureRead, bufferSize, &s) }
             guard let journal, let waitFor = outcome.waitFor else { return outcome.reply }
             if journal.awaitDurable(waitFor) { return outcome.reply }
             // The journal lost changes: undo them, then answer.
@@ -79,9 +85,9 @@ public final class VariableService: MmService {
                     s.changeGeneration &+= 1
                 }
             }
-            // A reader that saw lost changes asks again; a writer whose changes were lost
-            // says so.
-            guard outcome.ownTicket != nil else { continue }
+            // A request that saw lost changes (and made none of its own) asks again; a
+            // writer whose changes were lost says so.
+            guard outcome.ownTicket != nil else { request = again; continue }
             return outcome.reply.map { VariableService.marked($0, .deviceError) }
         }
     }
@@ -95,17 +101,16 @@ public final class VariableService: MmService {
     }
 
     /// One request against the store, with the store lock held.
-    private func apply(_ headerGuid: EfiGuid, _ message: [UInt8], _ bufferSize: UInt64, _ s: inout State) -> Outcome {
+    private func apply(_ headerGuid: EfiGuid, _ message: consuming [UInt8], _ pureRead: Bool, _ bufferSize: UInt64, _ s: inout State) -> Outcome {
         if let journal { s.unsynced.removeAll { journal.isDurable($0.ticket) } }
         s.store.beginTransaction()
         let reply = s.store.handle(headerGuid: headerGuid, message: message, bufferSize: bufferSize)
         let transaction = s.store.endTransaction()
-        if !transaction.isEmpty || !VariableService.isPureRead(headerGuid, message) { s.changeGeneration &+= 1 }
+        if !transaction.isEmpty || !pureRead { s.changeGeneration &+= 1 }
         guard let journal else { return Outcome(reply: reply) }
         let changes = s.store.nonVolatileChanges(transaction)
         if changes.isEmpty {
-            let newest = journal.newestTicket
-            return Outcome(reply: reply, waitFor: journal.isDurable(newest) ? nil : newest)
+            return Outcome(reply: reply, waitFor: journal.newestPendingTicket)
         }
         let store = s.store
         do {

@@ -42,6 +42,24 @@ struct NativeStoreTests {
         func fsync(_ fd: Int32) -> Int32 { Glibc.fsync(fd) }
     }
 
+    /// A disk whose fdatasync, once armed, signals `entered`, waits for `release` and then
+    /// fails (EIO): a test can act while a write is staged but not yet durable.
+    final class GatedSync: FileSync, @unchecked Sendable {
+        let armed = Locked(false)
+        let entered = DispatchSemaphore(value: 0)
+        let release = DispatchSemaphore(value: 0)
+        func fdatasync(_ fd: Int32) -> Int32 {
+            if armed.withLock({ a in defer { a = false }; return a }) {
+                entered.signal()
+                release.wait()
+                errno = EIO
+                return -1
+            }
+            return Glibc.fdatasync(fd)
+        }
+        func fsync(_ fd: Int32) -> Int32 { Glibc.fsync(fd) }
+    }
+
     @Test("a record encodes as documented")
     func recordGolden() {
         let body = NativeStoreFormat.encode(VariableChange(key: Self.k("A"), value: Self.v([9])))
@@ -241,5 +259,37 @@ struct NativeStoreTests {
         }
         let (_, vars) = try NativeJournal.open(directory: dir)
         #expect(vars.map { "\(Ucs2.string($0.key.name))=\($0.value.data)" } == ["Kept=[3]"])
+    }
+
+    @Test("group commit: a reader that saw a write whose fdatasync then fails asks again, with the same request, and gets the old value")
+    func readerOfLostWrite() throws {
+        let dir = Self.tempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let disk = GatedSync()
+        let (f, _) = try NativeJournal.open(directory: dir, sync: disk)
+        let service = VariableService(store: VariableStore(), journal: f)
+        #expect(Self.setStatus(service, "Var", 7, [1]) == 0)
+        disk.armed.withLock { $0 = true }
+        let written = Locked<UInt64?>(nil), read = Locked<GetVariableResult?>(nil)
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            let st = Self.setStatus(service, "Var", 7, [2])
+            written.withLock { $0 = st }
+        }
+        disk.entered.wait()  // [2] is in the store, its fdatasync under way
+        DispatchQueue.global().async(group: group) {
+            let r = MmProbe.get(service, Self.k("Var"))
+            read.withLock { $0 = r }
+        }
+        Thread.sleep(forTimeInterval: 0.2)
+        // Still waiting: it found [2] and may not answer before [2] is durable.
+        #expect(read.withLock { $0 } == nil)
+        disk.release.signal()
+        // Before the fix the reader asked again for ever, finding the lost ticket each time.
+        try #require(group.wait(timeout: .now() + 10) == .success, "the reader never answered")
+        #expect(written.withLock { $0 } == EfiStatus.deviceError.rawValue)
+        // The second attempt ran the request as the guest sent it, against the store
+        // with [2] undone.
+        #expect(read.withLock { $0 } == .found(attributes: .nvBsRt, data: [1]))
     }
 }

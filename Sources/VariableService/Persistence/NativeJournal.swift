@@ -162,7 +162,9 @@ public final class NativeJournal: VariableJournal, @unchecked Sendable {
 
     // MARK: VariableJournal
 
-    public var newestTicket: JournalTicket { condition.lock(); defer { condition.unlock() }; return staged }
+    /// Everything staged after `durable` is pending until it is synced or discarded;
+    /// `discardUnsynced` moves `durable` past the lost tickets.
+    public var newestPendingTicket: JournalTicket? { condition.lock(); defer { condition.unlock() }; return staged > durable ? staged : nil }
 
     public func stage(_ changes: [VariableChange], wholeStore: () -> [ExportedVariable]) throws(JournalError) -> JournalTicket {
         condition.lock(); defer { condition.unlock() }

@@ -40,8 +40,12 @@ public protocol VariableJournal: AnyObject, Sendable {
     /// compaction, a reclaim, a JSON rewrite). On a throw nothing of `changes` is kept and
     /// the caller undoes the request.
     func stage(_ changes: [VariableChange], wholeStore: () -> [ExportedVariable]) throws(JournalError) -> JournalTicket
-    /// The newest ticket handed out (read with the store lock held).
-    var newestTicket: JournalTicket { get }
+    /// The newest ticket that is neither durable nor lost, or nil when there is none (read
+    /// with the store lock held). A request that changed nothing may have seen that change,
+    /// so it waits for it before answering. A lost ticket is not waited for: its changes
+    /// were undone before anyone could read the store again (waiting for it, the request
+    /// would find it lost, ask again, and find it again, for ever).
+    var newestPendingTicket: JournalTicket? { get }
     /// Whether `ticket` is known durable now, without waiting.
     func isDurable(_ ticket: JournalTicket) -> Bool
     /// Blocks until `ticket` is durable (true), or false when it never will be: a write of
@@ -65,7 +69,7 @@ protocol SynchronousJournal: VariableJournal {
 }
 
 extension SynchronousJournal {
-    public var newestTicket: JournalTicket { tickets.withLock { $0 } }
+    public var newestPendingTicket: JournalTicket? { nil }
     public func awaitDurable(_ ticket: JournalTicket) -> Bool { true }
     public func isDurable(_ ticket: JournalTicket) -> Bool { true }
     public func discardUnsynced() -> ClosedRange<JournalTicket>? { nil }
