@@ -80,6 +80,14 @@ public struct SvsmCallRecord: Sendable {
 /// Receives every SVSM call the guest makes (the `--trace` writer, statistics).
 public protocol SvsmCallObserver: Sendable {
     func svsmCallCompleted(_ record: SvsmCallRecord)
+    /// Whether this observer reads the record's start and duration. When none does, the
+    /// transport leaves them 0 and reads no clock: two clock reads were a measurable part
+    /// of every call, and only traces and call logs show times.
+    var needsTiming: Bool { get }
+}
+
+extension SvsmCallObserver {
+    public var needsTiming: Bool { true }
 }
 
 /// The guest's side of an SVSM call (Linux `svsm_perform_call_protocol`,
@@ -115,7 +123,8 @@ public struct SvsmCallTransport: Sendable {
                         mm: (exchange: MmExchange, buffer: GuestPhysicalAddress)? = nil,
                         transferred: (request: Int, reply: Int) = (0, 0)) throws(SvsmCallError) -> SvsmRegisters {
         let input = SvsmRegisters(rax: call.rax, rcx: rcx, rdx: rdx, r8: r8, r9: r9)
-        let start = DispatchTime.now().uptimeNanoseconds
+        let timed = observer?.needsTiming ?? false
+        let start = timed ? DispatchTime.now().uptimeNanoseconds : 0
         var attempts = 0
         var output = SvsmRegisters()
         var pending: UInt8 = 0
@@ -145,7 +154,7 @@ public struct SvsmCallTransport: Sendable {
             while DispatchTime.now().uptimeNanoseconds < until {}
         }
         if let o = observer {
-            var record = SvsmCallRecord(startNanoseconds: start, durationNanoseconds: DispatchTime.now().uptimeNanoseconds - start,
+            var record = SvsmCallRecord(startNanoseconds: start, durationNanoseconds: timed ? DispatchTime.now().uptimeNanoseconds - start : 0,
                                         apicId: vcpu.apicId, caa: caa, call: call, input: input, output: output,
                                         attempts: attempts, callPendingAtResume: pending, error: failure)
             record.operation = SvsmOperation.current

@@ -72,7 +72,11 @@ public final class TraceWriter: SvsmCallObserver {
 /// Several observers as one.
 public struct ObserverFanOut: SvsmCallObserver {
     public let observers: [any SvsmCallObserver]
-    public init(_ observers: [any SvsmCallObserver]) { self.observers = observers }
+    public let needsTiming: Bool
+    public init(_ observers: [any SvsmCallObserver]) {
+        self.observers = observers
+        self.needsTiming = observers.contains { $0.needsTiming }
+    }
     public func svsmCallCompleted(_ record: SvsmCallRecord) { for o in observers { o.svsmCallCompleted(record) } }
 }
 
@@ -141,6 +145,8 @@ public final class CallStatistics: SvsmCallObserver {
     }
     private let state = Locked(Tally())
     public init() {}
+    /// Counts only: no times.
+    public var needsTiming: Bool { false }
     public func svsmCallCompleted(_ r: SvsmCallRecord) {
         state.withLock { s in
             s.calls += 1

@@ -43,6 +43,8 @@ struct LoggingObserver: SvsmCallObserver {
     /// log handler on every call.
     let tracesCalls: Bool
     init(logger: Logger) { self.logger = logger; self.tracesCalls = logger.logLevel <= .trace }
+    /// Only the trace-level line shows a call's time.
+    var needsTiming: Bool { tracesCalls }
     func svsmCallCompleted(_ r: SvsmCallRecord) {
         if let e = r.error {
             logger.warning("SVSM call \(r.call.name) on vCPU \(r.apicId) via CAA \(r.caa) failed: \(e)")
