@@ -52,10 +52,10 @@ public final class Efivarfs: @unchecked Sendable {
 
     struct Table {
         var byName: [EfivarfsName.LookupKey: EfivarfsNode] = [:]
-        var byIno = SequentialKeyTable<EfivarfsNode>()
+        var byIno: [UInt64: EfivarfsNode] = [:]
         var nextIno: UInt64 = 2
         /// Open descriptors: the inode and the opener's uid (`file->f_cred`), by handle.
-        var open = SequentialKeyTable<(ino: UInt64, uid: UInt32)>()
+        var open: [UInt64: (ino: UInt64, uid: UInt32)] = [:]
         var nextHandle: UInt64 = 1
     }
     let table = Locked(Table())

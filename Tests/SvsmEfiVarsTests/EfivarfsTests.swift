@@ -239,53 +239,6 @@ struct EfivarfsOverDriverTests {
     }
 }
 
-@Suite("the inode and handle tables")
-struct SequentialKeyTableTests {
-    @Test("keys that share a home slot: a removal in the middle of a run keeps every later key findable")
-    func runs() {
-        var t = SequentialKeyTable<String>()
-        // 16 slots at first: 3, 19, 35 share slot 3; 4 lands behind them; 15 and 31 wrap to 0.
-        for k: UInt64 in [3, 19, 35, 4, 15, 31] { t[k] = "v\(k)" }
-        #expect(t.removeValue(forKey: 19) == "v19")
-        for k: UInt64 in [3, 35, 4, 15, 31] { #expect(t[k] == "v\(k)") }
-        #expect(t[19] == nil && t.count == 5)
-        #expect(t.removeValue(forKey: 15) == "v15")
-        #expect(t[31] == "v31")
-        #expect(t.removeValue(forKey: 15) == nil && t.removeValue(forKey: 0) == nil)
-    }
-
-    @Test("ten thousand random inserts, updates and removals agree with a Dictionary, through growth")
-    func randomWalk() {
-        var t = SequentialKeyTable<Int>()
-        var model: [UInt64: Int] = [:]
-        var rng = SplitMix(seed: 7)
-        var live: [UInt64] = []
-        var next: UInt64 = 1
-        for step in 0..<10_000 {
-            switch rng.next() % 4 {
-            case 0, 1:  // a new key, handed out in sequence; sometimes a stride, so runs wrap
-                t[next] = step; model[next] = step; live.append(next)
-                next += 1 + rng.next() % 3 * 16
-            case 2:  // update or remove an existing key
-                guard !live.isEmpty else { continue }
-                let i = Int(rng.next() % UInt64(live.count))
-                let k = live[i]
-                if rng.next() % 2 == 0 {
-                    t[k] = -step; model[k] = -step
-                } else {
-                    #expect(t.removeValue(forKey: k) == model.removeValue(forKey: k))
-                    live.swapAt(i, live.count - 1); live.removeLast()
-                }
-            default:  // look up a key that may or may not be there
-                let k = 1 + rng.next() % next
-                #expect(t[k] == model[k])
-            }
-        }
-        #expect(t.count == model.count)
-        #expect(Dictionary(uniqueKeysWithValues: t.entries.map { ($0.key, $0.value) }) == model)
-    }
-}
-
 @Suite("non-root read rate limit")
 struct ReadRateLimitTests {
     final class FakeClock: @unchecked Sendable {
