@@ -53,6 +53,33 @@ extension Array where Element == UInt8 {
     }
 }
 
+/// The same little-endian coding over memory read or built in place (an MM buffer in guest
+/// memory), where the caller has already checked the range.
+extension UnsafeRawBufferPointer {
+    @inlinable @inline(__always)
+    public func loadLE<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
+        T(littleEndian: loadUnaligned(fromByteOffset: offset, as: T.self))
+    }
+
+    @inlinable
+    public func loadGuid(at offset: Int) -> EfiGuid {
+        EfiGuid(low: loadLE(UInt64.self, at: offset), high: loadLE(UInt64.self, at: offset + 8))
+    }
+}
+
+extension UnsafeMutableRawBufferPointer {
+    @inlinable @inline(__always)
+    public func storeLE<T: FixedWidthInteger>(_ value: T, at offset: Int) {
+        storeBytes(of: value.littleEndian, toByteOffset: offset, as: T.self)
+    }
+
+    @inlinable
+    public func store(_ guid: EfiGuid, at offset: Int) {
+        storeLE(guid.low, at: offset)
+        storeLE(guid.high, at: offset + 8)
+    }
+}
+
 public enum Hex {
     /// Lowercase hex without separators.
     public static func encode<C: Collection>(_ bytes: C) -> String where C.Element == UInt8 {

@@ -34,16 +34,21 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
         self = g
     }
 
+    /// Text byte `k` (pairs of hex digits, dashes left out) holds binary byte
+    /// `textOrder(k)`, and the other way round: 3,2,1,0 | 5,4 | 7,6 | 8..15 (`guid_parse`,
+    /// the first three fields little-endian).
+    @inline(__always)
+    static func textOrder(_ k: Int) -> Int { k < 4 ? 3 - k : k < 6 ? 9 - k : k < 8 ? 13 - k : k }
+
     /// `guid_parse` in one pass over the text, no intermediate arrays: every efivarfs
-    /// create, lookup and unlink parses or checks one. Text bytes 3,2,1,0 | 5,4 | 7,6 |
-    /// 8..15 give the binary order.
+    /// create, lookup and unlink parses or checks one.
     static func parse(_ p: UnsafeBufferPointer<UInt8>) -> EfiGuid? {
         guard p.count == 36, p[8] == 0x2d, p[13] == 0x2d, p[18] == 0x2d, p[23] == 0x2d else { return nil }
         return Hex.nibbleValues.withUnsafeBufferPointer { nibble -> EfiGuid? in
             var low: UInt64 = 0, high: UInt64 = 0
             var bad: UInt8 = 0
             for i in 0..<16 {
-                let k = i < 4 ? 3 - i : i < 6 ? 9 - i : i < 8 ? 13 - i : i
+                let k = textOrder(i)
                 let pos = 2 * k + (k < 4 ? 0 : k < 6 ? 1 : k < 8 ? 2 : k < 10 ? 3 : 4)
                 let h = nibble[Int(p[pos])], l = nibble[Int(p[pos + 1])]
                 bad |= h | l
@@ -60,12 +65,12 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
     }
 
     public var description: String {
-        // Text byte k is binary byte order[k]; '-' after text bytes 3, 5, 7 and 9.
+        // '-' after text bytes 3, 5, 7 and 9.
         let digits: StaticString = "0123456789abcdef"
         var out = [UInt8]()
         out.reserveCapacity(36)
         for k in 0..<16 {
-            let i = k < 4 ? 3 - k : k < 6 ? 9 - k : k < 8 ? 13 - k : k
+            let i = EfiGuid.textOrder(k)
             let b = UInt8(truncatingIfNeeded: (i < 8 ? low >> (8 * i) : high >> (8 * (i - 8))))
             digits.withUTF8Buffer { d in out.append(d[Int(b >> 4)]); out.append(d[Int(b & 0xf)]) }
             if k == 3 || k == 5 || k == 7 || k == 9 { out.append(0x2d) }

@@ -21,21 +21,11 @@ extension Efivarfs {
             let total = 4 + data.count
             guard offset >= 0, offset < Int64(total) else { return [] }
             let start = Int(offset), end = min(total, start + count)
-            var head = attrs.rawValue.littleEndian
-            return [UInt8](unsafeUninitializedCapacity: end - start) { out, initialized in
-                var n = 0
-                withUnsafeBytes(of: &head) { h in
-                    for i in min(start, 4)..<min(end, 4) { out[n] = h[i]; n += 1 }
-                }
-                if end > 4 {
-                    let from = max(start, 4) - 4
-                    data.withUnsafeBytes { d in
-                        UnsafeMutableRawBufferPointer(UnsafeMutableBufferPointer(rebasing: out[n...])).copyMemory(from: UnsafeRawBufferPointer(rebasing: d[from..<(end - 4)]))
-                    }
-                    n += end - 4 - from
-                }
-                initialized = n
-            }
+            var out = [UInt8]()
+            out.reserveCapacity(end - start)
+            if start < 4 { withUnsafeBytes(of: attrs.rawValue.littleEndian) { out.append(contentsOf: $0[start..<min(end, 4)]) } }
+            if end > 4 { out.append(contentsOf: data[(max(start, 4) - 4)..<(end - 4)]) }
+            return out
         case .error(.notFound):
             return []
         case .error(let s):

@@ -237,13 +237,11 @@ public struct SvsmMmChannel: MmBufferChannel {
         guard total <= bufferSize else { throw .bufferNotInGuestMemory(region) }
         do {
             try memory.withMutableBytes(buffer, count: total) { b in
-                let guid = EfiGuid.smmVariableProtocol
-                b.storeBytes(of: guid.low.littleEndian, toByteOffset: MmCommunicateHeader.headerGuidOffset, as: UInt64.self)
-                b.storeBytes(of: guid.high.littleEndian, toByteOffset: MmCommunicateHeader.headerGuidOffset + 8, as: UInt64.self)
-                b.storeBytes(of: UInt64(messageLength).littleEndian, toByteOffset: MmCommunicateHeader.messageLengthOffset, as: UInt64.self)
+                b.store(EfiGuid.smmVariableProtocol, at: MmCommunicateHeader.headerGuidOffset)
+                b.storeLE(UInt64(messageLength), at: MmCommunicateHeader.messageLengthOffset)
                 let smm = MmCommunicateHeader.size
-                b.storeBytes(of: function.rawValue.littleEndian, toByteOffset: smm + SmmVariableHeader.functionOffset, as: UInt64.self)
-                b.storeBytes(of: UInt64(0), toByteOffset: smm + SmmVariableHeader.returnStatusOffset, as: UInt64.self)
+                b.storeLE(function.rawValue, at: smm + SmmVariableHeader.functionOffset)
+                b.storeLE(UInt64(0), at: smm + SmmVariableHeader.returnStatusOffset)
                 payload.withUnsafeBytes { p in
                     if let s = p.baseAddress { (b.baseAddress! + smm + SmmVariableHeader.size).copyMemory(from: s, byteCount: p.count) }
                 }
@@ -255,7 +253,7 @@ public struct SvsmMmChannel: MmBufferChannel {
         do {
             return try memory.withBytes(buffer, count: total) { b in
                 let smm = MmCommunicateHeader.size
-                let status = EfiStatus(rawValue: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: smm + SmmVariableHeader.returnStatusOffset, as: UInt64.self)))
+                let status = EfiStatus(rawValue: b.loadLE(UInt64.self, at: smm + SmmVariableHeader.returnStatusOffset))
                 return (status, [UInt8](UnsafeRawBufferPointer(rebasing: b[(smm + SmmVariableHeader.size)...])))
             }
         } catch { throw .bufferNotInGuestMemory(region) }

@@ -23,9 +23,7 @@ extension Svsm {
         // The header's two fields are read once, into values: later changes by the guest
         // cannot reach them.
         let (guid, messageLength) = try access.withBytes(GuestRegion(start: address, length: Svsm.mmHeaderSize), protected: b) { h in
-            (EfiGuid(low: UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.headerGuidOffset, as: UInt64.self)),
-                     high: UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.headerGuidOffset + 8, as: UInt64.self))),
-             UInt64(littleEndian: h.loadUnaligned(fromByteOffset: MmCommunicateHeader.messageLengthOffset, as: UInt64.self)))
+            (h.loadGuid(at: MmCommunicateHeader.headerGuidOffset), h.loadLE(UInt64.self, at: MmCommunicateHeader.messageLengthOffset))
         }
         guard messageLength <= size - Svsm.mmHeaderSize else { throw .invalidParameter }
         // A private copy: the guest cannot change the request while it is processed.
