@@ -88,7 +88,13 @@ struct SecureBootTests {
             for offset in [120, 1900] {
                 let t = "\(lab.dir)/tampered\(offset).var"
                 let newer = try lab.signed("db", esl: "Rogue.esl", signer: "KEK", time: "2026-01-01 00:00:06", out: "db-new\(offset)")
-                Shell.run("cp '\(newer)' '\(t)' && printf '\\xff' | dd of='\(t)' bs=1 seek=\(offset) conv=notrunc 2>/dev/null")
+                // Inverted, not overwritten with 0xff: a byte that already was 0xff (1 in 256
+                // for signature and certificate bytes) left the file unchanged and valid.
+                let size = Int(Shell.run("stat -c %s '\(newer)'").out.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 0
+                try #require(size > offset, "the signed update is \(size) bytes")
+                Shell.run("cp '\(newer)' '\(t)' && b=$(od -An -tu1 -j \(offset) -N1 '\(t)' | tr -d ' ') && "
+                          + "printf \"$(printf '\\\\%03o' $((b ^ 255)))\" | dd of='\(t)' bs=1 seek=\(offset) conv=notrunc 2>/dev/null")
+                #expect(Shell.run("cmp -s '\(newer)' '\(t)'").status != 0, "flip at \(offset) changed nothing")
                 #expect(write(t, to: dbPath).err.contains("Permission denied"), "flip at \(offset)")
             }
             // Signed, but written with attributes other than the signed ones (0x27 → 0x07).
