@@ -79,7 +79,7 @@ public final class SvsmVariableDriver: Sendable {
             (status, reply) = try vcpus.withVcpu { (v: Vcpu) throws(SvsmCallError) in
                 try MmCommunicator(channel: SvsmMmChannel(transport: transport, vcpu: v, caa: v.svsmCaa, buffer: probeBuffer,
                                                           bufferSize: SvsmVariableDriver.probeBufferSize))
-                    .variableCall(.getPayloadSize, payload: [UInt8](repeating: 0, count: GetPayloadSizePayload.size))
+                    .variableCall(.getPayloadSize, payload: [UInt8](zeroed: GetPayloadSizePayload.size))
             }
         } catch { throw .callFailed(error) }
         guard status == .success else { throw .payloadStatus(status) }

@@ -15,7 +15,7 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
     }
 
     public var bytes: [UInt8] {
-        var out = [UInt8](repeating: 0, count: 16)
+        var out = [UInt8](zeroed: 16)
         out.storeLE(low, at: 0)
         out.storeLE(high, at: 8)
         return out

@@ -3,7 +3,7 @@
 public struct EfiTime: Equatable, Sendable, Comparable {
     public var bytes: [UInt8]
     public init(bytes: [UInt8]) { precondition(bytes.count == 16); self.bytes = bytes }
-    public static let zero = EfiTime(bytes: [UInt8](repeating: 0, count: 16))
+    public static let zero = EfiTime(bytes: [UInt8](zeroed: 16))
 
     public var year: UInt16 { bytes.loadLE(UInt16.self, at: 0) }
     /// The fields edk2 compares (AuthServiceInternalCompareTimeStamp): nanoseconds ignored.

@@ -5,7 +5,7 @@ public enum Ucs2 {
 
     /// NUL-terminated little-endian bytes: what NameSize counts.
     public static func nulTerminatedBytes(_ units: [UInt16]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: units.count * 2 + 2)
+        var out = [UInt8](zeroed: units.count * 2 + 2)
         out.storeUcs2(units, at: 0)
         return out
     }
@@ -23,9 +23,12 @@ public enum Ucs2 {
                 n += 1
             }
             guard 2 * n + 1 < limit else { return nil }
-            var units = [UInt16]()
-            units.reserveCapacity(n)
-            for i in 0..<n { units.append(UInt16(b[offset + 2 * i]) | UInt16(b[offset + 2 * i + 1]) << 8) }
+            // Filled in place: appending unit by unit checked the array's capacity and
+            // uniqueness for each one.
+            var units = [UInt16](repeatElement(0, count: n))
+            units.withUnsafeMutableBufferPointer { u in
+                for i in 0..<n { u[i] = UInt16(b[offset + 2 * i]) | UInt16(b[offset + 2 * i + 1]) << 8 }
+            }
             return units
         }
     }

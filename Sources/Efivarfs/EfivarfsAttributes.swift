@@ -64,11 +64,11 @@ extension Efivarfs {
         let immutable = table.withLock { _ in n.immutable }
         switch command {
         case .getFlags:
-            var out = [UInt8](repeating: 0, count: max(outputSize, 4))
+            var out = [UInt8](zeroed: max(outputSize, 4))
             out.storeLE(immutable ? Efivarfs.immutableFlag : 0, at: 0)
             return Array(out.prefix(outputSize))
         case .fsGetXattr:
-            var out = [UInt8](repeating: 0, count: max(outputSize, Efivarfs.fsxattrSize))
+            var out = [UInt8](zeroed: max(outputSize, Efivarfs.fsxattrSize))
             out.storeLE(immutable ? Efivarfs.xflagImmutable : 0, at: 0)
             return Array(out.prefix(outputSize))
         case .setFlags:

@@ -57,9 +57,9 @@ final class AuthVariableTarget: Sendable {
             out.append(("dbx-update-as-db", [0x80] + dbx))
         }
         // A descriptor with an empty PKCS#7 and an empty EFI_SIGNATURE_LIST payload.
-        var d = [UInt8](repeating: 0, count: 16)
+        var d = [UInt8](zeroed: 16)
         d.storeLE(UInt16(2026), at: 0); d[2] = 11; d[3] = 26
-        var cert = [UInt8](repeating: 0, count: 24)
+        var cert = [UInt8](zeroed: 24)
         cert.storeLE(UInt32(24), at: 0)
         cert.storeLE(UInt16(0x0200), at: 4)
         cert.storeLE(UInt16(0x0EF1), at: 6)

@@ -78,7 +78,7 @@ final class EfivarfsWriteTarget: Sendable {
             return s.bytes
         }
         let nvBsRt = VariableAttributes.nvBsRt.rawValue
-        func attrs(_ a: UInt32) -> [UInt8] { var b = [UInt8](repeating: 0, count: 4); b.storeLE(a, at: 0); return b }
+        func attrs(_ a: UInt32) -> [UInt8] { var b = [UInt8](zeroed: 4); b.storeLE(a, at: 0); return b }
         let crash = "dump-type0-1-1-1-cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0"
         let test = "test-0123-4567-89ab-cdef-0123456789ab"
         return [

@@ -62,7 +62,7 @@ enum FuzzMessages {
         stateLocked.stateNamespace = crash.guid
         stateLocked.stateName = crash.name
         stateLocked.stateValue = 1
-        var dump = [UInt8](repeating: 0, count: PolicyDumpParams.size)
+        var dump = [UInt8](zeroed: PolicyDumpParams.size)
         dump.storeLE(UInt32(0), at: 0)
         return [
             ("get-bootorder", .smmVariableProtocol, variable(.getVariable, AccessVariablePayload.encode(guid: bootOrder.guid, name: bootOrder.name, attributes: 0, dataSize: 256))),
@@ -76,13 +76,13 @@ enum FuzzMessages {
             ("property-set", .smmVariableProtocol, variable(.varCheckVariablePropertySet, VarCheckPropertyPayload.encode(guid: crash.guid, name: crash.name, property: VariableProperty(property: VariableProperty.readOnly)))),
             ("property-get", .smmVariableProtocol, variable(.varCheckVariablePropertyGet, VarCheckPropertyPayload.encode(guid: bootOrder.guid, name: bootOrder.name))),
             ("lock-variable", .smmVariableProtocol, variable(.lockVariable, AccessVariablePayload.encode(guid: crash.guid, name: crash.name, attributes: 0, dataSize: 0))),
-            ("payload-size", .smmVariableProtocol, variable(.getPayloadSize, [UInt8](repeating: 0, count: GetPayloadSizePayload.size))),
+            ("payload-size", .smmVariableProtocol, variable(.getPayloadSize, [UInt8](zeroed: GetPayloadSizePayload.size))),
             ("policy-is-enabled", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.isEnabled, parameters: [0])),
             ("policy-register", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.register, parameters: policy.encoded)),
             ("policy-register-var-state", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.register, parameters: stateLocked.encoded)),
-            ("policy-dump", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.dump, parameters: dump + [UInt8](repeating: 0, count: 512))),
+            ("policy-dump", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.dump, parameters: dump + [UInt8](zeroed: 512))),
             ("policy-lock", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.lock)),
-            ("policy-get-info", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.getInfo, parameters: [UInt8](repeating: 0, count: 256))),
+            ("policy-get-info", .varCheckPolicyMmiHandler, VarCheckPolicyHeader.message(.getInfo, parameters: [UInt8](zeroed: 256))),
             ("end-of-dxe", .endOfDxeEvent, []),
             ("unknown-guid", .globalVariable, [1, 2, 3]),
         ]

@@ -32,7 +32,7 @@ final class SvsmProtocolTarget: @unchecked Sendable {
     let bases: [any MmVariableStore]
 
     init() {
-        shadow = [UInt8](repeating: 0, count: Int(Self.ramSize))
+        shadow = [UInt8](zeroed: Int(Self.ramSize))
         bases = [FuzzStores.bootedStore()] + PeerStoreTarget.shared.bases
     }
 
@@ -211,14 +211,14 @@ final class SvsmProtocolTarget: @unchecked Sendable {
         remap.block(MmCommunicateHeader.encode(headerGuid: .smmVariableProtocol, message: get))
         out.append(("core-remap-then-mm", remap.bytes))
         var pv = FuzzSeed(); pv.u8(4 | 1 << 3); pv.u8(0); pv.u8(3); pv.u8(0); pv.u16(0); pv.u16(0)
-        var list = [UInt8](repeating: 0, count: 8 + 16)
+        var list = [UInt8](zeroed: 8 + 16)
         list.storeLE(UInt16(2), at: 0)
         list.storeLE(UInt64(bufferBase + 5 * 4096 | 4), at: 8)
         list.storeLE(UInt64(bufferBase + 6 * 4096), at: 16)
         pv.block(list)
         out.append(("core-pvalidate", pv.bytes))
         var cv = FuzzSeed(); cv.u8(4 | 2 << 3); cv.u8(0); cv.u8(7); cv.u8(2); cv.u64(bufferBase + 8 * 4096); cv.u16(1)
-        var vmsa = [UInt8](repeating: 0, count: 4096)
+        var vmsa = [UInt8](zeroed: 4096)
         vmsa[Int(VmsaLayout.vmpl)] = 2
         vmsa.storeLE(VmsaLayout.eferSvme, at: Int(VmsaLayout.efer))
         vmsa.storeLE(UInt64(1), at: Int(VmsaLayout.sevFeatures))

@@ -5,7 +5,7 @@ import SvsmAbi
 /// them; the platform writes them at launch, as the SVSM loader does).
 extension SecretsPage {
     public static func write(_ f: SvsmFields, to page: GuestPhysicalAddress, in memory: GuestMemory) throws(GuestMemoryError) {
-        var bytes = [UInt8](repeating: 0, count: 0x20)
+        var bytes = [UInt8](zeroed: 0x20)
         bytes.storeLE(f.base.rawValue, at: 0)
         bytes.storeLE(f.size, at: 8)
         bytes.storeLE(f.caa.rawValue, at: 0x10)

@@ -16,7 +16,7 @@ public enum MmCommunicateHeader {
     /// A whole buffer: header followed by `message`.
     public static func encode(headerGuid: EfiGuid, message: [UInt8]) -> [UInt8] {
         // One allocation, the message copied in as one block.
-        var out = [UInt8](repeating: 0, count: size + message.count)
+        var out = [UInt8](zeroed: size + message.count)
         out.store(headerGuid, at: headerGuidOffset)
         out.storeLE(UInt64(message.count), at: messageLengthOffset)
         out.replace(at: size, with: message)
@@ -77,7 +77,7 @@ public enum SmmVariableHeader {
     /// A message: the header with ReturnStatus 0 followed by `payload`.
     public static func message(_ function: SmmVariableFunction, payload: [UInt8]) -> [UInt8] {
         // One allocation, the payload copied in as one block.
-        var out = [UInt8](repeating: 0, count: size + payload.count)
+        var out = [UInt8](zeroed: size + payload.count)
         out.storeLE(function.rawValue, at: functionOffset)
         out.replace(at: size, with: payload)
         return out
@@ -95,7 +95,7 @@ public enum AccessVariablePayload {
 
     public static func encode(guid: EfiGuid, name: [UInt16], attributes: UInt32, dataSize: Int, data: [UInt8]? = nil) -> [UInt8] {
         let nameSize = name.count * 2 + 2
-        var out = [UInt8](repeating: 0, count: nameOffset + nameSize + dataSize)
+        var out = [UInt8](zeroed: nameOffset + nameSize + dataSize)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(dataSize), at: dataSizeOffset)
         out.storeLE(UInt64(nameSize), at: nameSizeOffset)
@@ -116,7 +116,7 @@ public enum GetNextVariableNamePayload {
     /// it, as the edk2 client and tee_stmm_efi do.
     public static func encode(guid: EfiGuid, name: [UInt16], nameBufferSize: Int) -> [UInt8] {
         let area = max(nameBufferSize, name.count * 2 + 2)
-        var out = [UInt8](repeating: 0, count: nameOffset + area)
+        var out = [UInt8](zeroed: nameOffset + area)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(nameBufferSize), at: nameSizeOffset)
         out.storeUcs2(name, at: nameOffset)
@@ -134,7 +134,7 @@ public enum QueryVariableInfoPayload {
     public static let size = 32
 
     public static func encode(attributes: UInt32) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: size)
+        var out = [UInt8](zeroed: size)
         out.storeLE(attributes, at: attributesOffset)
         return out
     }
@@ -150,7 +150,7 @@ public enum VarCheckPropertyPayload {
 
     public static func encode(guid: EfiGuid, name: [UInt16], property: VariableProperty = VariableProperty()) -> [UInt8] {
         let nameSize = name.count * 2 + 2
-        var out = [UInt8](repeating: 0, count: nameOffset + nameSize)
+        var out = [UInt8](zeroed: nameOffset + nameSize)
         out.store(guid, at: guidOffset)
         out.storeLE(UInt64(nameSize), at: nameSizeOffset)
         property.store(into: &out, at: propertyOffset)

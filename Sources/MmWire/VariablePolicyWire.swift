@@ -15,7 +15,7 @@ public enum VarCheckPolicyHeader {
     public static let commBufferSize = 16384
 
     public static func message(_ command: VarCheckPolicyCommand, parameters: [UInt8] = []) -> [UInt8] {
-        var m = [UInt8](repeating: 0, count: size)
+        var m = [UInt8](zeroed: size)
         m.storeLE(signature, at: signatureOffset)
         m.storeLE(revision, at: revisionOffset)
         m.storeLE(command.rawValue, at: commandOffset)
@@ -88,7 +88,7 @@ public struct VariablePolicy: Equatable, Sendable {
         }
         let offsetToName = VariablePolicyEntryLayout.fixedSize + tail.count
         let nameBytes = name.map { Ucs2.nulTerminatedBytes($0) } ?? []
-        var e = [UInt8](repeating: 0, count: VariablePolicyEntryLayout.fixedSize)
+        var e = [UInt8](zeroed: VariablePolicyEntryLayout.fixedSize)
         e.storeLE(VariablePolicyEntryLayout.revision, at: 0)
         e.storeLE(UInt16(offsetToName + nameBytes.count), at: 4)
         e.storeLE(UInt16(offsetToName), at: 6)

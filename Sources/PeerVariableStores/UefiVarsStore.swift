@@ -173,7 +173,7 @@ struct MessageBuffer {
     let length: Int
 
     init(message: [UInt8], capacity: Int) {
-        bytes = message + [UInt8](repeating: 0, count: max(0, capacity - message.count))
+        bytes = message + [UInt8](zeroed: max(0, capacity - message.count))
         length = message.count
     }
 
@@ -181,9 +181,9 @@ struct MessageBuffer {
     func u32(at offset: Int) -> UInt32 { offset + 4 <= bytes.count ? bytes.loadLE(UInt32.self, at: offset) : 0 }
     func u64(at offset: Int) -> UInt64 { offset + 8 <= bytes.count ? bytes.loadLE(UInt64.self, at: offset) : 0 }
     func slice(_ offset: Int, _ count: Int) -> [UInt8] {
-        guard offset < bytes.count else { return [UInt8](repeating: 0, count: count) }
+        guard offset < bytes.count else { return [UInt8](zeroed: count) }
         let end = min(bytes.count, offset + count)
-        return Array(bytes[offset..<end]) + [UInt8](repeating: 0, count: count - (end - offset))
+        return Array(bytes[offset..<end]) + [UInt8](zeroed: count - (end - offset))
     }
     mutating func set(_ value: some FixedWidthInteger, at offset: Int) {
         if offset + MemoryLayout.size(ofValue: value) <= bytes.count { bytes.storeLE(value, at: offset) }

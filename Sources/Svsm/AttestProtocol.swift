@@ -69,7 +69,7 @@ extension Svsm {
     }
 
     public static func sha512(_ data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 64)
+        var out = [UInt8](zeroed: 64)
         _ = data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { ccrypto_digest(ccrypto_nid_sha512(), d.baseAddress, d.count, $0.baseAddress) } }
         return out
     }

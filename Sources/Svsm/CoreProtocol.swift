@@ -72,7 +72,7 @@ extension Svsm {
                 do { try access.memory.fill(gpa, count: Int(length), with: 0) } catch { throw .fault }
             }
             progress += 1
-            var h = [UInt8](repeating: 0, count: 2)
+            var h = [UInt8](zeroed: 2)
             h.storeLE(UInt16(progress), at: 0)
             try access.write(listGpa.advanced(by: 2), h, protected: protectedPages)
         }

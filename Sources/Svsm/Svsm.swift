@@ -87,7 +87,7 @@ public final class Svsm: Vmpl0Software {
     func notifyMmRequest(apicId: UInt32, headerGuid: EfiGuid, messageLength: UInt64, message: [UInt8]) {
         guard let o = mmRequestObserver.withLock({ $0 }) else { return }
         // The header as the guest wrote it, built only when someone records requests.
-        var header = [UInt8](repeating: 0, count: MmCommunicateHeader.size)
+        var header = [UInt8](zeroed: MmCommunicateHeader.size)
         header.store(headerGuid, at: MmCommunicateHeader.headerGuidOffset)
         header.storeLE(messageLength, at: MmCommunicateHeader.messageLengthOffset)
         o(apicId, header + message)

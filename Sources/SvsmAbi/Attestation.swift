@@ -42,7 +42,7 @@ public enum SvsmAttestation {
         }
 
         public var bytes: [UInt8] {
-            var b = [UInt8](repeating: 0, count: ServicesOp.size)
+            var b = [UInt8](zeroed: ServicesOp.size)
             b.storeLE(reportGpa, at: 0x00); b.storeLE(reportSize, at: 0x08)
             b.storeLE(nonceGpa, at: 0x10); b.storeLE(nonceSize, at: 0x18)
             b.storeLE(manifestGpa, at: 0x20); b.storeLE(manifestSize, at: 0x28)
@@ -75,7 +75,7 @@ public enum SvsmAttestation {
         }
 
         public var bytes: [UInt8] {
-            var b = op.bytes + [UInt8](repeating: 0, count: SingleServiceOp.size - ServicesOp.size)
+            var b = op.bytes + [UInt8](zeroed: SingleServiceOp.size - ServicesOp.size)
             b.store(service, at: 0x40)
             b.storeLE(manifestVersion, at: 0x50)
             return b
@@ -139,7 +139,7 @@ public enum SnpAttestationReport {
 
     public static func make(reportData: [UInt8], vmpl: UInt32 = 0) -> [UInt8] {
         precondition(reportData.count == 64)
-        var r = [UInt8](repeating: 0, count: size)
+        var r = [UInt8](zeroed: size)
         r.storeLE(UInt32(2), at: versionOffset)
         r.storeLE(vmpl, at: vmplOffset)
         r.storeLE(UInt32(1), at: signatureAlgorithmOffset)  // ECDSA P-384 with SHA-384

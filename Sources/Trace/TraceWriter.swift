@@ -137,7 +137,8 @@ public final class CallStatistics: SvsmCallObserver {
         var perMmFunction = [Int](repeating: 0, count: 32)
         var otherMmFunctions: [SmmVariableFunction: Int] = [:]
         var efiErrors = 0
-        var perEfiStatus: [EfiStatus: Int] = [:]
+        /// A short list too: every read's size query answers BUFFER_TOO_SMALL.
+        var perEfiStatus: [(status: EfiStatus, count: Int)] = []
         /// APIC IDs seen below 4096, as a bitmap (the model's are small and dense); any
         /// larger one (a guest of serve-svsm chooses its own) in `otherVcpus`.
         var vcpusUsed: [Bool] = []
@@ -155,7 +156,10 @@ public final class CallStatistics: SvsmCallObserver {
             if let f = r.mmFunction {
                 if f.rawValue < 32 { s.perMmFunction[Int(f.rawValue)] += 1 } else { s.otherMmFunctions[f, default: 0] += 1 }
             }
-            if let st = r.efiStatus, st.isError { s.efiErrors += 1; s.perEfiStatus[st, default: 0] += 1 }
+            if let st = r.efiStatus, st.isError {
+                s.efiErrors += 1
+                if let i = s.perEfiStatus.firstIndex(where: { $0.status == st }) { s.perEfiStatus[i].count += 1 } else { s.perEfiStatus.append((st, 1)) }
+            }
             let apic = Int(r.apicId)
             if apic < 4096 {
                 if apic >= s.vcpusUsed.count { s.vcpusUsed += [Bool](repeating: false, count: apic + 1 - s.vcpusUsed.count) }

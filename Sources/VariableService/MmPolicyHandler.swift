@@ -92,7 +92,7 @@ struct MmPolicyHandler {
         guard let policy = store.policy.bestMatch(name: name, guid: guid) else { return .notFound }
         if command == .getLockVarStateInfo && policy.lockType != .lockOnVarState { return .notFound }
         let encoded = policy.encoded
-        var out = [UInt8](repeating: 0, count: 44)
+        var out = [UInt8](zeroed: 44)
         let (outName, outEntry): ([UInt16]?, [UInt8])
         if command == .getInfo {
             outEntry = Array(encoded[0..<44]); outName = policy.name

@@ -30,11 +30,13 @@ public protocol MmVariableStore: Sendable {
 
 /// The variables one request changed, each with its value before the request.
 public struct StoreTransaction: Sendable {
+    // `Dictionary()` rather than `[:]`: every request begins a transaction, and the literal
+    // went through `init(dictionaryLiteral:)` with an empty array each time.
     package var order: [VariableKey] = []
-    package var before: [VariableKey: StoredVariable?] = [:]
+    package var before = [VariableKey: StoredVariable?]()
     /// Where a store whose order matters kept each variable before, and the raw name it
     /// had, so that an undo puts it back in its place.
-    package var placement: [VariableKey: (index: Int, name: [UInt8])] = [:]
+    package var placement = [VariableKey: (index: Int, name: [UInt8])]()
     package init() {}
     public var isEmpty: Bool { order.isEmpty }
 

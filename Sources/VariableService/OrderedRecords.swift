@@ -9,29 +9,33 @@
 /// (OrderedDictionary, used before, shifts every later element on each removal: O(n) per
 /// update or delete, measured at 5.7 µs per delete with 8,000 variables — BENCHMARKS.md.)
 struct OrderedRecords<Key: Hashable & Sendable, Value: Sendable>: Sendable {
-    /// Written order; nil where a record was removed.
-    private var slots: [(key: Key, value: Value)?] = []
-    /// Where each live key sits in `slots`.
+    /// Written order: each slot's key, and its value or nil where the record was removed.
+    /// Two arrays rather than one of optional (key, value) pairs: reading a value out of a
+    /// pair copied and destroyed the whole pair through the tuple's value witnesses, a
+    /// measurable part of every GetVariable in a profile.
+    private var keys: [Key] = []
+    private var values: [Value?] = []
+    /// Where each live key sits in `keys` and `values`.
     private var position: [Key: Int] = [:]
 
     var count: Int { position.count }
 
     subscript(key: Key) -> Value? {
         guard let i = position[key] else { return nil }
-        return slots[i]!.value
+        return values[i]
     }
 
     /// The slot of `key`: a position that `first(from:where:)` walks on from.
     func slot(of key: Key) -> Int? { position[key] }
 
     /// The value in a live slot.
-    func value(at slot: Int) -> Value { slots[slot]!.value }
+    func value(at slot: Int) -> Value { values[slot]! }
 
     /// The first live record at or after `slot` whose value passes `test`.
     func first(from slot: Int, where test: (Value) -> Bool) -> Key? {
         var i = slot
-        while i < slots.count {
-            if let r = slots[i], test(r.value) { return r.key }
+        while i < values.count {
+            if let v = values[i], test(v) { return keys[i] }
             i += 1
         }
         return nil
@@ -41,30 +45,34 @@ struct OrderedRecords<Key: Hashable & Sendable, Value: Sendable>: Sendable {
     /// moves to the end).
     mutating func append(_ key: Key, _ value: Value) {
         precondition(position[key] == nil, "OrderedRecords.append: key already present")
-        position[key] = slots.count
-        slots.append((key, value))
+        position[key] = keys.count
+        keys.append(key)
+        values.append(value)
     }
 
     @discardableResult
     mutating func removeValue(forKey key: Key) -> Value? {
         guard let i = position.removeValue(forKey: key) else { return nil }
-        let old = slots[i]!.value
-        slots[i] = nil
-        if slots.count > 32 && slots.count > 2 * position.count { squeeze() }
+        let old = values[i].take()
+        if values.count > 32 && values.count > 2 * position.count { squeeze() }
         return old
     }
 
     /// Drops the gaps, keeping the order of the records.
     private mutating func squeeze() {
-        var kept: [(key: Key, value: Value)?] = []
-        kept.reserveCapacity(position.count)
-        for case let r? in slots {
-            position[r.key] = kept.count
-            kept.append(r)
+        var keptKeys: [Key] = []
+        var keptValues: [Value?] = []
+        keptKeys.reserveCapacity(position.count)
+        keptValues.reserveCapacity(position.count)
+        for i in values.indices where values[i] != nil {
+            position[keys[i]] = keptKeys.count
+            keptKeys.append(keys[i])
+            keptValues.append(values[i])
         }
-        slots = kept
+        keys = keptKeys
+        values = keptValues
     }
 
     /// The records in written order.
-    var elements: [(key: Key, value: Value)] { slots.compactMap { $0 } }
+    var elements: [(key: Key, value: Value)] { values.indices.compactMap { i in values[i].map { (keys[i], $0) } } }
 }

@@ -145,6 +145,32 @@ struct MmWireFormatTests {
         let reply = service.handleMmRequest(headerGuid: .smmVariableProtocol, message: SmmVariableHeader.message(.readyToBoot, payload: []))!
         #expect(reply.loadLE(UInt64.self, at: 8) == EfiStatus.unsupported.rawValue)
     }
+
+    @Test("a name read out of a message: up to the first NUL within NameSize, little-endian, or nil")
+    func namesReadOutOfMessages() {
+        let ab = hex("4100420000000000")
+        #expect(Ucs2.readNulTerminated(ab, offset: 0, byteCount: 6) == [0x41, 0x42])
+        #expect(Ucs2.readNulTerminated(ab, offset: 0, byteCount: 8) == [0x41, 0x42])
+        // The NUL must lie within NameSize: 4 or 5 bytes end before it.
+        #expect(Ucs2.readNulTerminated(ab, offset: 0, byteCount: 4) == nil)
+        #expect(Ucs2.readNulTerminated(ab, offset: 0, byteCount: 5) == nil)
+        // ... and within the message, whatever NameSize claims.
+        #expect(Ucs2.readNulTerminated(hex("41004200"), offset: 0, byteCount: 64) == nil)
+        #expect(Ucs2.readNulTerminated(ab, offset: 2, byteCount: 4) == [0x42])
+        #expect(Ucs2.readNulTerminated(ab, offset: 4, byteCount: 2) == [])
+        #expect(Ucs2.readNulTerminated(ab, offset: 9, byteCount: 2) == nil)
+        #expect(Ucs2.readNulTerminated(ab, offset: -1, byteCount: 2) == nil)
+        // High bytes and unpaired surrogates come through unchanged.
+        #expect(Ucs2.readNulTerminated(hex("00d801dce9000000"), offset: 0, byteCount: 8) == [0xd800, 0xdc01, 0x00e9])
+    }
+
+    @Test("zeroed byte arrays: the count asked for, every byte zero")
+    func zeroedArrays() {
+        for n in [0, 1, 24, 4096] {
+            let a = [UInt8](zeroed: n)
+            #expect(a.count == n && a.allSatisfy { $0 == 0 })
+        }
+    }
 }
 
 @Suite("MM variable functions: whole-buffer golden vectors")

@@ -52,6 +52,26 @@ struct SvsmProtocolTests {
         #expect(try memory.readU64(SvsmFixture.bootVmsa.advanced(by: VmsaLayout.rax)) == 0)
     }
 
+    @Test("a transport is a value: changing a copy's settings leaves the original's alone (its parts sit behind one shared reference)")
+    func transportIsAValue() {
+        let memory = GuestMemory()
+        let svsm = Svsm(memory: memory, mmService: CaaSpy(memory: memory, caa: GuestPhysicalAddress(0xA000)))
+        let original = SvsmCallTransport(processor: Processor(memory: memory, vmpl0: svsm), hypervisor: Hypervisor(), maxRetries: 3)
+        var copy = original
+        copy.maxRetries = 9
+        copy.observer = CallStatistics()
+        copy.worldSwitchNanoseconds = 4_000
+        copy.spendsWorldSwitch = true
+        #expect(original.maxRetries == 3 && original.observer == nil)
+        #expect(original.worldSwitchNanoseconds == 0 && !original.spendsWorldSwitch)
+        #expect(copy.maxRetries == 9 && copy.observer is CallStatistics)
+        #expect(copy.worldSwitchNanoseconds == 4_000 && copy.spendsWorldSwitch)
+        // The parts that are not settings stay shared.
+        #expect(copy.memory === original.memory && copy.processor === original.processor)
+        copy.observer = nil
+        #expect(copy.observer == nil && copy.maxRetries == 9)
+    }
+
     @Test("call_pending still set after the exit means 'not executed'")
     func droppedExit() throws {
         var plan = FaultPlan(); plan.host.dropExit = 1

@@ -52,7 +52,7 @@ public struct DriverRoute: Sendable {
         let write = operation("write \(probe) nv,bs,rt \"hello\" (Efivarfs.write)") {
             do throws(Errno) {
                 let (attributes, _) = try fs.create(EfivarfsName.fileName(for: probe), mode: 0o644, caller: root)
-                var bytes = [UInt8](repeating: 0, count: 4)
+                var bytes = [UInt8](zeroed: 4)
                 bytes.storeLE(VariableAttributes.nvBsRt.rawValue, at: 0)
                 return .wrote(try fs.write(attributes.ino, bytes + RuntimeServicesRoute.probeData))
             } catch { return .failed(error) }

@@ -145,7 +145,7 @@ enum RouteChecks {
     }
 
     static var attributeBytes: [UInt8] {
-        var b = [UInt8](repeating: 0, count: 4)
+        var b = [UInt8](zeroed: 4)
         b.storeLE(VariableAttributes.nvBsRt.rawValue, at: 0)
         return b
     }

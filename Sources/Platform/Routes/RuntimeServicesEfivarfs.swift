@@ -58,8 +58,8 @@ public final class RuntimeServicesEfivarfs: Sendable {
             case .error(let s): return .failed(efiStatusToErrno(s) ?? .invalidArgument)
             }
             let got = try locked { () throws(EfiRuntimeFault) in try runtime.getVariable(key, dataSize: needed) }
-            guard case .found(let attributes, let data) = got else { return .completed([UInt8](repeating: 0, count: 4 + needed)) }
-            var out = [UInt8](repeating: 0, count: 4)
+            guard case .found(let attributes, let data) = got else { return .completed([UInt8](zeroed: 4 + needed)) }
+            var out = [UInt8](zeroed: 4)
             out.storeLE(attributes.rawValue, at: 0)
             return .completed(out + data)
         } catch {

@@ -270,7 +270,7 @@ extension VariableStore {
     private mutating func writeCertDb(_ nodes: [(guid: EfiGuid, name: [UInt16], cert: [UInt8])], volatile: Bool) {
         var body = [UInt8]()
         for n in nodes {
-            var h = [UInt8](repeating: 0, count: 28)
+            var h = [UInt8](zeroed: 28)
             h.store(n.guid, at: 0)
             h.storeLE(UInt32(28 + n.name.count * 2 + n.cert.count), at: 16)
             h.storeLE(UInt32(n.name.count), at: 20)

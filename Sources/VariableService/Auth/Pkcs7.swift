@@ -74,7 +74,7 @@ package enum Pkcs7 {
     }
 
     package static func digest(_ alg: DigestAlgorithm, _ data: [UInt8]) -> [UInt8] {
-        var out = [UInt8](repeating: 0, count: 64)
+        var out = [UInt8](zeroed: 64)
         let n = data.withUnsafeBufferPointer { d in out.withUnsafeMutableBufferPointer { ccrypto_digest(alg.nid, d.baseAddress, d.count, $0.baseAddress) } }
         return Array(out[0..<Int(n)])
     }

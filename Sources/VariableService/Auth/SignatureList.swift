@@ -17,7 +17,7 @@ package struct SignatureList: Equatable {
     }
 
     package var encoded: [UInt8] {
-        var out = [UInt8](repeating: 0, count: SignatureList.headerSize)
+        var out = [UInt8](zeroed: SignatureList.headerSize)
         out.store(type, at: 0)
         out.storeLE(UInt32(SignatureList.headerSize + signatureHeader.count + entries.count * signatureSize), at: 16)
         out.storeLE(UInt32(signatureHeader.count), at: 20)

@@ -133,7 +133,7 @@ public enum OvmfVarsFile {
     /// A record as edk2 writes it (authenticated header, name, data, 0xff padding to 4).
     static func record(_ v: ExportedVariable, state: UInt8) -> [UInt8] {
         let name = Ucs2.nulTerminatedBytes(v.key.name)
-        var r = [UInt8](repeating: 0, count: headerSize)
+        var r = [UInt8](zeroed: headerSize)
         r.storeLE(startId, at: 0)
         r[2] = state
         r.storeLE(v.value.attributes.rawValue, at: 4)

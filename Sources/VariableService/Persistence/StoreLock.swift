@@ -186,7 +186,7 @@ public final class VariableFileLock: @unchecked Sendable {
 }
 
 func readAll(_ fd: Int32) -> String {
-    var buf = [UInt8](repeating: 0, count: 4096)
+    var buf = [UInt8](zeroed: 4096)
     let n = pread(fd, &buf, buf.count, 0)
     return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
 }

@@ -115,7 +115,7 @@ enum ControlSocket {
     /// Everything up to end of file, or nil when the peer did not finish in time.
     static func readAll(_ fd: Int32, limit: Int) -> [UInt8]? {
         var out = [UInt8]()
-        var buf = [UInt8](repeating: 0, count: 4096)
+        var buf = [UInt8](zeroed: 4096)
         while out.count < limit {
             let n = read(fd, &buf, buf.count)
             if n < 0 {

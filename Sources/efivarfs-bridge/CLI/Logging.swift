@@ -36,8 +36,9 @@ struct LoggingOptions: ParsableArguments {
     }
 }
 
-/// Logs every SVSM call that failed (warning) and, at trace level, every call.
-struct LoggingObserver: SvsmCallObserver {
+/// Logs every SVSM call that failed (warning) and, at trace level, every call. A class: the
+/// fan-out copies each observer it calls, and a copy of a `Logger` is several retains.
+final class LoggingObserver: SvsmCallObserver {
     let logger: Logger
     /// The level is fixed once logging is set up: asked once here rather than through the
     /// log handler on every call.

@@ -23,7 +23,7 @@ final class RequestLog: Sendable {
     static let digits = Array("0123456789abcdef".utf8)
 
     func record(_ bytes: [UInt8]) {
-        var line = [UInt8](repeating: 0, count: bytes.count * 2 + 1)
+        var line = [UInt8](zeroed: bytes.count * 2 + 1)
         for (i, b) in bytes.enumerated() {
             line[2 * i] = RequestLog.digits[Int(b >> 4)]
             line[2 * i + 1] = RequestLog.digits[Int(b & 15)]
