@@ -245,7 +245,18 @@ final class FuseAdapter: @unchecked Sendable {
             fuse_reply_statfs(req, &v)
         }
         ops.setxattr = { req, ino, _, _, _, _ in FuseAdapter.reply(req, FuseAdapter.from(req).fs.writeXattr(UInt64(ino))) }
-        ops.getxattr = { req, ino, _, _ in FuseAdapter.reply(req, FuseAdapter.from(req).fs.readXattr(UInt64(ino))) }
+        // efivarfs has no xattr handlers, so getxattr(2) fails with EOPNOTSUPP
+        // (`Efivarfs.readXattr`). Through FUSE that answer goes as ENOSYS: the kernel turns it
+        // into EOPNOTSUPP for the caller and from then on answers every getxattr on the mount
+        // itself (fs/fuse/xattr.c `fuse_getxattr`, fc->no_getxattr). Answered as EOPNOTSUPP,
+        // it cost a GETXATTR request on every open(O_TRUNC) of a variable, where the kernel
+        // asks for security.capability before it clears privileges: one request in six of a
+        // rewrite. listxattr stays (efivarfs lists nothing, ENOSYS would fail it), and so
+        // do setxattr and removexattr (EPERM on an immutable file).
+        ops.getxattr = { req, ino, _, _ in
+            let answer = FuseAdapter.from(req).fs.readXattr(UInt64(ino))
+            fuse_reply_err(req, answer == .notSupported ? ENOSYS : answer.rawValue)
+        }
         ops.listxattr = { req, _, size in
             if size == 0 { fuse_reply_xattr(req, 0) } else { fuse_reply_buf(req, nil, 0) }
         }

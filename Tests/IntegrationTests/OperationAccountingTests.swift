@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import MmWire
+import TestSupport
 
 /// `stats` and `trace summarize` against a workload whose SVSM calls follow from the code:
 /// a mount's enumeration (efivar_init: one GET_NEXT_VARIABLE_NAME per name and the final
@@ -152,5 +153,29 @@ struct OperationAccountingTests {
 
         let bad = Shell.run("'\(Bridge.binary)' trace summarize --world-switch fast '\(trace)'")
         #expect(bad.status != 0 && bad.err.contains("--world-switch"))
+    }
+
+    @Test("a rewrite of a variable (open with O_TRUNC, write, close) asks the daemon for no xattr: GETXATTR is answered ENOSYS once, and getxattr(2) still fails with EOPNOTSUPP")
+    func rewriteAsksNoXattr() throws {
+        try requirePrerequisites(.attr)
+        try Bridge.withMount("") { dir in
+            let t = "\(dir)/Timeout-\(globalGuid)"
+            func rewrite() { #expect(Shell.run("printf '\\x07\\x00\\x00\\x00\\x05\\x00' > '\(t)'").status == 0) }
+            func requests() throws -> [String: Int] {
+                try #require(try Self.statsJson(dir)["fuse_requests"] as? [String: Int])
+            }
+            rewrite()   // the kernel's first GETXATTR (security.capability) is answered here
+            let before = try requests()
+            let rewrites = 10
+            for _ in 0..<rewrites { rewrite() }
+            let after = try requests()
+            // Before the fix every rewrite sent one (answered EOPNOTSUPP, which the kernel
+            // does not remember).
+            #expect((after["GETXATTR"] ?? 0) - (before["GETXATTR"] ?? 0) == 0, "\(before) -> \(after)")
+            #expect((after["OPEN"] ?? 0) - (before["OPEN"] ?? 0) == rewrites && (after["WRITE"] ?? 0) - (before["WRITE"] ?? 0) == rewrites)
+            #expect(Shell.run("getfattr -n security.capability '\(t)'").err.contains("Operation not supported"))
+            #expect(Shell.run("getfattr -n user.x '\(t)'").err.contains("Operation not supported"))
+            #expect(Shell.run("od -An -tx1 '\(t)'").out.split(separator: " ").map(String.init).joined(separator: " ").hasPrefix("07 00 00 00 05 00"))
+        }
     }
 }
