@@ -250,8 +250,8 @@ final class FuseAdapter: @unchecked Sendable {
         // into EOPNOTSUPP for the caller and from then on answers every getxattr on the mount
         // itself (fs/fuse/xattr.c `fuse_getxattr`, fc->no_getxattr). Answered as EOPNOTSUPP,
         // it cost a GETXATTR request on every open(O_TRUNC) of a variable, where the kernel
-        // asks for security.capability before it clears privileges: one request in six of a
-        // rewrite. listxattr stays (efivarfs lists nothing, ENOSYS would fail it), and so
+        // asks for security.capability before it clears privileges (security/commoncap.c
+        // `cap_inode_need_killpriv`): one request in six of a rewrite. listxattr stays (efivarfs lists nothing, ENOSYS would fail it), and so
         // do setxattr and removexattr (EPERM on an immutable file).
         ops.getxattr = { req, ino, _, _ in
             let answer = FuseAdapter.from(req).fs.readXattr(UInt64(ino))
