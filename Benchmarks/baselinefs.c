@@ -207,7 +207,7 @@ int main(int argc, char **argv) {
         pthread_t t;
         if (counts_path) pthread_create(&t, NULL, counts_thread, &usr1);
         if (cfuse_install_stop_handlers() || fuse_session_mount(se, mnt)) return 1;
-        int rc = cfuse_serve(se, mnt, (unsigned)threads);
+        int rc = cfuse_serve(se, mnt, (unsigned)threads, NULL, NULL);
         if (rc == 0) fuse_session_destroy(se);
         return rc;
     }

@@ -170,7 +170,8 @@ static void detach_mount(const char *mountpoint) {
     }
 }
 
-int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads) {
+int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads,
+                void (*ready)(void *context), void *context) {
     if (threads < 1) threads = 1;
     if (threads > 1024) threads = 1024;
     struct worker *ws = calloc(threads, sizeof *ws);
@@ -185,6 +186,10 @@ int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned thread
     // only now that workers answer, since the stat is a request to this very server.
     struct stat st;
     dev_t dev = stat(mountpoint, &st) == 0 ? st.st_dev : 0;
+    // Only now is the mount ready: the kernel's INIT is answered, and this process holds
+    // no reference to the mount any more. Told earlier, a caller that unmounted at once
+    // could meet this stat still in flight and fail with EBUSY.
+    if (ready) ready(context);
     // Sleep until a stop signal or a worker that lost the connection wakes us.
     for (;;) {
         struct pollfd p = { .fd = stop_pipe[0], .events = POLLIN };

@@ -89,7 +89,23 @@ public struct FuseMount {
         guard fuse_session_mount(se, mountPoint) == 0 else {
             throw .fuse("cannot mount on \(mountPoint) (see the libfuse message above; fusermount3 and /dev/fuse are needed)")
         }
-        ready()
-        if cfuse_serve(se, mountPoint, UInt32(threads)) != 0 { exitNow() }
+        // `ready` runs once the mount answers and the server's own stat of it is done
+        // (cfuse_serve): a caller that unmounts as soon as `mount` returns must not find
+        // that stat still holding the mount (EBUSY).
+        let served = withoutActuallyEscaping(ready) { (ready) -> Int32 in
+            let box = ReadyCallback(ready)
+            return withExtendedLifetime(box) {
+                cfuse_serve(se, mountPoint, UInt32(threads), { context in
+                    Unmanaged<ReadyCallback>.fromOpaque(context!).takeUnretainedValue().call()
+                }, Unmanaged.passUnretained(box).toOpaque())
+            }
+        }
+        if served != 0 { exitNow() }
     }
+}
+
+/// A Swift closure handed through C as a context pointer, for cfuse_serve's ready call.
+private final class ReadyCallback {
+    let call: () -> Void
+    init(_ call: @escaping () -> Void) { self.call = call }
 }

@@ -20,8 +20,10 @@ const char *cfuse_opcode_name(unsigned opcode);
 /// then unmounts and stops every worker even while files are still open. Every request a
 /// worker has read is processed and answered. Returns 0; or 1 when the connection could
 /// not be aborted (no fusectl): the caller should then exit the process, which closes
-/// /dev/fuse and ends the connection.
-int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads);
+/// /dev/fuse and ends the connection. `ready` (may be NULL) is called once, on this
+/// thread, when the mount answers requests and this server holds no reference to it.
+int cfuse_serve(struct fuse_session *se, const char *mountpoint, unsigned threads,
+                void (*ready)(void *context), void *context);
 
 /// Installs the stop signals' handler (call before starting threads, so they inherit the
 /// mask); returns 0 or -1 with errno.
