@@ -251,8 +251,9 @@ final class FuseAdapter: @unchecked Sendable {
         // itself (fs/fuse/xattr.c `fuse_getxattr`, fc->no_getxattr). Answered as EOPNOTSUPP,
         // it cost a GETXATTR request on every open(O_TRUNC) of a variable, where the kernel
         // asks for security.capability before it clears privileges (security/commoncap.c
-        // `cap_inode_need_killpriv`): one request in six of a rewrite. listxattr stays (efivarfs lists nothing, ENOSYS would fail it), and so
-        // do setxattr and removexattr (EPERM on an immutable file).
+        // `cap_inode_need_killpriv`): one request in six of a rewrite. listxattr stays
+        // (efivarfs lists nothing, ENOSYS would fail it), and so do setxattr and removexattr
+        // (EPERM on an immutable file).
         ops.getxattr = { req, ino, _, _ in
             let answer = FuseAdapter.from(req).fs.readXattr(UInt64(ino))
             fuse_reply_err(req, answer == .notSupported ? ENOSYS : answer.rawValue)

@@ -132,17 +132,22 @@ public final class CallStatistics: SvsmCallObserver {
         var perOperation: [(kind: String, cost: OperationCost, lastId: UInt64?)] = []
         var calls = 0
         var failedCalls = 0
-        var perCall: [(call: SvsmCallId, count: Int)] = []
+        var perCall: [(SvsmCallId, count: Int)] = []
         /// By SmmVariableFunction raw value below 32; others in `otherMmFunctions`.
         var perMmFunction = [Int](repeating: 0, count: 32)
         var otherMmFunctions: [SmmVariableFunction: Int] = [:]
         var efiErrors = 0
         /// A short list too: every read's size query answers BUFFER_TOO_SMALL.
-        var perEfiStatus: [(status: EfiStatus, count: Int)] = []
+        var perEfiStatus: [(EfiStatus, count: Int)] = []
         /// APIC IDs seen below 4096, as a bitmap (the model's are small and dense); any
         /// larger one (a guest of serve-svsm chooses its own) in `otherVcpus`.
         var vcpusUsed: [Bool] = []
         var otherVcpus = Set<UInt32>()
+
+        /// One more of `key` in a short counted list.
+        static func count<K: Equatable>(_ key: K, in list: inout [(K, count: Int)]) {
+            if let i = list.firstIndex(where: { $0.0 == key }) { list[i].count += 1 } else { list.append((key, 1)) }
+        }
     }
     private let state = Locked(Tally())
     public init() {}
@@ -152,13 +157,13 @@ public final class CallStatistics: SvsmCallObserver {
         state.withLock { s in
             s.calls += 1
             if r.error != nil { s.failedCalls += 1 }
-            if let i = s.perCall.firstIndex(where: { $0.call == r.call }) { s.perCall[i].count += 1 } else { s.perCall.append((r.call, 1)) }
+            Tally.count(r.call, in: &s.perCall)
             if let f = r.mmFunction {
                 if f.rawValue < 32 { s.perMmFunction[Int(f.rawValue)] += 1 } else { s.otherMmFunctions[f, default: 0] += 1 }
             }
             if let st = r.efiStatus, st.isError {
                 s.efiErrors += 1
-                if let i = s.perEfiStatus.firstIndex(where: { $0.status == st }) { s.perEfiStatus[i].count += 1 } else { s.perEfiStatus.append((st, 1)) }
+                Tally.count(st, in: &s.perEfiStatus)
             }
             let apic = Int(r.apicId)
             if apic < 4096 {
