@@ -35,33 +35,52 @@ ops() { "$work/load" "$mnt" "$@" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# One run of the in-memory workloads on the mounted filesystem: "name ops/s" lines.
-suite() {
-    echo "write $(ops write "$N")"
-    echo "list $(ops list "$N")"
-    echo "read $(ops read "$N")"
-    echo "mixed-4 $(ops mixed "$N" 4 2000)"
-    echo "delete $(ops delete "$N")"
+# The daemon serving $mnt (the bridge's daemon runs itself again with --ready-fd).
+daemon_pid() { pgrep -f -- " $mnt( --ready-fd [0-9]+)?\$" | head -1; }
+# Nanoseconds all of a process's threads have run, user and system together.
+daemon_cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+# One workload on the mounted filesystem: "name op/s daemon-CPU-ns-per-operation". COUNT is
+# how many operations the load.c arguments after it make.
+measure() {
+    local name=$1 count=$2 pid c0 v c1
+    shift 2
+    pid=$(daemon_pid); c0=$(daemon_cpu "$pid")
+    v=$(ops "$@"); c1=$(daemon_cpu "$pid")
+    echo "$name $v $(( (c1 - c0) / count ))"
+}
+# keep ARRAY LINE: files a measure line under ARRAY (op/s) and ARRAYcpu (CPU per operation).
+keep() {
+    local -n rate=$1 cpu=${1}cpu
+    local k v c
+    read -r k v c <<<"$2"
+    rate[$k]+="$v "; cpu[$k]+="$c "
 }
 
-declare -A pool mt brid
+# One run of the in-memory workloads.
+suite() {
+    measure write "$N" write "$N"
+    measure list "$N" list "$N"
+    measure read "$N" read "$N"
+    measure mixed-4 8000 mixed "$N" 4 2000
+    measure delete "$N" delete "$N"
+}
+
+declare -A pool mt brid poolcpu mtcpu bridcpu
 for r in $(seq "$RUNS"); do
     echo "run $r of $RUNS ..." >&2
-    start_baseline --loop pool; while read -r k v; do pool[$k]+="$v "; done < <(suite); stop
-    start_baseline --loop mt; while read -r k v; do mt[$k]+="$v "; done < <(suite); stop
-    start_bridge --ephemeral; while read -r k v; do brid[$k]+="$v "; done < <(suite); stop
+    start_baseline --loop pool; while read -r line; do keep pool "$line"; done < <(suite); stop
+    start_baseline --loop mt; while read -r line; do keep mt "$line"; done < <(suite); stop
+    start_bridge --ephemeral; while read -r line; do keep brid "$line"; done < <(suite); stop
     # Durable: the baseline appends + fdatasyncs; the bridge uses its native store.
     for loop in pool mt; do
         start_baseline --loop $loop --durable "$work/base.log"
-        d1=$(ops durable "$N" 1 300); d8=$(ops durable "$N" 8 300)
-        ops write "$N" >/dev/null; dd=$(ops delete "$N"); stop
-        if [ $loop = pool ]; then pool[durable-1]+="$d1 "; pool[durable-8]+="$d8 "; pool[durable-delete]+="$dd "
-        else mt[durable-1]+="$d1 "; mt[durable-8]+="$d8 "; mt[durable-delete]+="$dd "; fi
+        keep $loop "$(measure durable-1 300 durable "$N" 1 300)"; keep $loop "$(measure durable-8 2400 durable "$N" 8 300)"
+        ops write "$N" >/dev/null; keep $loop "$(measure durable-delete "$N" delete "$N")"; stop
     done
     rm -rf "$work/store"; start_bridge --store "$work/store"
-    brid[durable-1]+="$(ops durable "$N" 1 300) "; brid[durable-8]+="$(ops durable "$N" 8 300) "
+    keep brid "$(measure durable-1 300 durable "$N" 1 300)"; keep brid "$(measure durable-8 2400 durable "$N" 8 300)"
     # Durable deletes: N variables created (each synced), then deleted as libefivar deletes.
-    ops write "$N" >/dev/null; brid[durable-delete]+="$(ops delete "$N") "; stop
+    ops write "$N" >/dev/null; keep brid "$(measure durable-delete "$N" delete "$N")"; stop
     # Without Linux's efivars_lock (which serialises every SetVariable), so that concurrent
     # writes reach the store together and group commit can batch them.
     rm -rf "$work/store"; start_bridge --store "$work/store" --no-efivars-lock
@@ -80,6 +99,20 @@ done
 d1=$(echo ${brid[durable-1]} | median); d8=$(echo ${brid[durable-8]} | median)
 n1=$(echo ${brid[nolock-1]} | median); n8=$(echo ${brid[nolock-8]} | median)
 echo "durable, 8 clients vs 1: $(ratio "$d8" "$d1") x with efivars_lock; $(ratio "$n8" "$n1") x with --no-efivars-lock ($n1 -> $n8 op/s)"
+echo
+echo "== Where the gap is: time per operation against each daemon's CPU per operation, medians of $RUNS runs"
+echo "   (time: 1 / op/s, the better baseline; CPU: user + system of all the daemon's threads, from"
+echo "   /proc/PID/task/*/schedstat, the pool baseline, which runs the bridge's own worker pool."
+echo "   One client waits for each request, so the daemon's CPU before a reply is on its path.)"
+printf "%-15s %9s %9s %9s %11s %9s %9s %9s\n" workload "base us" "bridge us" "extra us" "0.9 allows" "base CPU" "brid CPU" "CPU extra"
+for k in write list read delete durable-1 durable-delete; do
+    p=$(echo ${pool[$k]} | median); m=$(echo ${mt[$k]} | median); g=$(echo ${brid[$k]} | median)
+    best=$(( p > m ? p : m ))
+    pc=$(echo ${poolcpu[$k]} | median); gc=$(echo ${bridcpu[$k]} | median)
+    awk -v k="$k" -v b="$best" -v g="$g" -v pc="$pc" -v gc="$gc" 'BEGIN {
+        tb = 1e6 / b; tg = 1e6 / g
+        printf "%-15s %9.1f %9.1f %9.1f %11.1f %9.1f %9.1f %9.1f\n", k, tb, tg, tg - tb, tb / 9, pc / 1000, gc / 1000, (gc - pc) / 1000 }'
+done
 
 echo
 echo "== FUSE requests per operation (counted by each daemon's worker pool, N = 200)"
