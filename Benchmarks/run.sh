@@ -39,14 +39,16 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 daemon_pid() { pgrep -f -- " $mnt( --ready-fd [0-9]+)?\$" | head -1; }
 # Nanoseconds all of a process's threads have run, user and system together.
 daemon_cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
-# One workload on the mounted filesystem: "name op/s daemon-CPU-ns-per-operation". COUNT is
-# how many operations the load.c arguments after it make.
+# One workload on the mounted filesystem: "name op/s daemon-CPU-ns-per-operation", per
+# operation load.c made (a listing of the bridge stats its firmware variables too).
 measure() {
-    local name=$1 count=$2 pid c0 v c1
-    shift 2
+    local name=$1 pid c0 out c1
+    shift
     pid=$(daemon_pid); c0=$(daemon_cpu "$pid")
-    v=$(ops "$@"); c1=$(daemon_cpu "$pid")
-    echo "$name $v $(( (c1 - c0) / count ))"
+    out=$("$work/load" "$mnt" "$@"); c1=$(daemon_cpu "$pid")
+    local count rate
+    count=$(echo "$out" | sed -n 's/.* ops=\([0-9]*\).*/\1/p'); rate=$(echo "$out" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p')
+    echo "$name $rate $(( (c1 - c0) / (count > 0 ? count : 1) ))"
 }
 # keep ARRAY LINE: files a measure line under ARRAY (op/s) and ARRAYcpu (CPU per operation).
 keep() {
@@ -58,11 +60,11 @@ keep() {
 
 # One run of the in-memory workloads.
 suite() {
-    measure write "$N" write "$N"
-    measure list "$N" list "$N"
-    measure read "$N" read "$N"
-    measure mixed-4 8000 mixed "$N" 4 2000
-    measure delete "$N" delete "$N"
+    measure write write "$N"
+    measure list list "$N"
+    measure read read "$N"
+    measure mixed-4 mixed "$N" 4 2000
+    measure delete delete "$N"
 }
 
 declare -A pool mt brid poolcpu mtcpu bridcpu
@@ -74,13 +76,13 @@ for r in $(seq "$RUNS"); do
     # Durable: the baseline appends + fdatasyncs; the bridge uses its native store.
     for loop in pool mt; do
         start_baseline --loop $loop --durable "$work/base.log"
-        keep $loop "$(measure durable-1 300 durable "$N" 1 300)"; keep $loop "$(measure durable-8 2400 durable "$N" 8 300)"
-        ops write "$N" >/dev/null; keep $loop "$(measure durable-delete "$N" delete "$N")"; stop
+        keep $loop "$(measure durable-1 durable "$N" 1 300)"; keep $loop "$(measure durable-8 durable "$N" 8 300)"
+        ops write "$N" >/dev/null; keep $loop "$(measure durable-delete delete "$N")"; stop
     done
     rm -rf "$work/store"; start_bridge --store "$work/store"
-    keep brid "$(measure durable-1 300 durable "$N" 1 300)"; keep brid "$(measure durable-8 2400 durable "$N" 8 300)"
+    keep brid "$(measure durable-1 durable "$N" 1 300)"; keep brid "$(measure durable-8 durable "$N" 8 300)"
     # Durable deletes: N variables created (each synced), then deleted as libefivar deletes.
-    ops write "$N" >/dev/null; keep brid "$(measure durable-delete "$N" delete "$N")"; stop
+    ops write "$N" >/dev/null; keep brid "$(measure durable-delete delete "$N")"; stop
     # Without Linux's efivars_lock (which serialises every SetVariable), so that concurrent
     # writes reach the store together and group commit can batch them.
     rm -rf "$work/store"; start_bridge --store "$work/store" --no-efivars-lock
