@@ -28,24 +28,27 @@ cc -O2 -o "$work/baselinefs" "$here/baselinefs.c" "$root/Sources/CFuseServer/cfu
 cc -O2 -o "$work/load" "$here/load.c" -lpthread
 
 wait_mount() { for _ in $(seq 200); do grep -q " $mnt " /proc/mounts && return 0; sleep 0.02; done; echo "mount failed" >&2; return 1; }
-start_baseline() { "$work/baselinefs" --threads 4 "$@" "$mnt" & wait_mount; }
-start_bridge() { "$bridge" mount "$@" "$mnt"; wait_mount; }
+start_baseline() { "$work/baselinefs" --threads 4 "$@" "$mnt" & wait_mount; find_daemon; }
+start_bridge() { "$bridge" mount "$@" "$mnt"; wait_mount; find_daemon; }
 stop() { fusermount3 -u "$mnt"; for _ in $(seq 100); do grep -q " $mnt " /proc/mounts || break; sleep 0.02; done; sleep 0.1; }
 ops() { "$work/load" "$mnt" "$@" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p'; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-# The daemon serving $mnt (the bridge's daemon runs itself again with --ready-fd).
-daemon_pid() { pgrep -f -- " $mnt( --ready-fd [0-9]+)?\$" | head -1; }
+# The daemon serving $mnt, in $dpid (the bridge's daemon runs itself again with --ready-fd).
+find_daemon() {
+    dpid=$(pgrep -f -- " $mnt( --ready-fd [0-9]+)?\$" | head -1)
+    [ -n "$dpid" ] || { echo "no daemon process found serving $mnt" >&2; exit 1; }
+}
 # Nanoseconds all of a process's threads have run, user and system together.
 daemon_cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
 # One workload on the mounted filesystem: "name op/s daemon-CPU-ns-per-operation", per
 # operation load.c made (a listing of the bridge stats its firmware variables too).
 measure() {
-    local name=$1 pid c0 out c1
+    local name=$1 c0 out c1
     shift
-    pid=$(daemon_pid); c0=$(daemon_cpu "$pid")
-    out=$("$work/load" "$mnt" "$@"); c1=$(daemon_cpu "$pid")
+    c0=$(daemon_cpu "$dpid")
+    out=$("$work/load" "$mnt" "$@"); c1=$(daemon_cpu "$dpid")
     local count rate
     count=$(echo "$out" | sed -n 's/.* ops=\([0-9]*\).*/\1/p'); rate=$(echo "$out" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p')
     echo "$name $rate $(( (c1 - c0) / (count > 0 ? count : 1) ))"
