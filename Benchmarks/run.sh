@@ -163,9 +163,13 @@ stop
 t0=$(date +%s.%N); start_bridge --store "$work/big" $big; stat "$mnt/Big9999-cfc8fc79-be2e-4ddc-97f0-9f98bfe298a0" >/dev/null; t1=$(date +%s.%N)
 echo "mount to first stat with 10,000 variables: $(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f s", b - a }') (target <= 0.5 s)"
 stop
-# 512 vCPUs against 4: the same mixed load (8 threads x 2000 operations), runs interleaved.
+# 512 vCPUs against 4: the same mixed load (8 threads x 2000 operations), runs interleaved,
+# three times RUNS of them. The host's speed flips between two levels within seconds (one
+# round gives 25-26 or 29-31 thousand op/s on either vCPU count), and with 5 rounds a median
+# once fell on the slow level for 512 only and read 1.18 x; 9 rounds of the same code then
+# read 1.04 x.
 v4=""; v512=""
-for r in $(seq "$RUNS"); do
+for r in $(seq $((RUNS * 3))); do
     for v in 4 512; do
         start_bridge --ephemeral --vcpus $v; "$work/load" "$mnt" write "$N" >/dev/null
         x=$(ops mixed "$N" 8 2000); stop
@@ -173,7 +177,7 @@ for r in $(seq "$RUNS"); do
     done
 done
 m4=$(echo $v4 | median); m512=$(echo $v512 | median)
-echo "mixed load, 4 vCPUs $m4 op/s, 512 vCPUs $m512 op/s: 512 cost $(ratio "$m4" "$m512") x the time of 4 (target <= 1.1)"
+echo "mixed load, 4 vCPUs $m4 op/s, 512 vCPUs $m512 op/s (medians of $((RUNS * 3)) interleaved rounds): 512 cost $(ratio "$m4" "$m512") x the time of 4 (target <= 1.1)"
 set -e
 
 echo
