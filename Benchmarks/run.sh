@@ -71,6 +71,12 @@ suite() {
 }
 
 declare -A pool mt brid poolcpu mtcpu bridcpu
+# medians K: p, m and g, the medians of workload K on the pool baseline, the mt baseline and
+# the bridge, and best, the better baseline (both tables below read them).
+medians() {
+    p=$(echo ${pool[$1]} | median); m=$(echo ${mt[$1]} | median); g=$(echo ${brid[$1]} | median)
+    best=$(( p > m ? p : m ))
+}
 for r in $(seq "$RUNS"); do
     echo "run $r of $RUNS ..." >&2
     start_baseline --loop pool; while read -r line; do keep pool "$line"; done < <(suite); stop
@@ -96,8 +102,7 @@ echo
 echo "== FUSE path: operations per second, median of $RUNS runs, N = $N; ratio = bridge / the better baseline"
 printf "%-12s %12s %12s %12s %8s %8s\n" workload "base pool" "base mt" "bridge" ratio target
 for k in write list read mixed-4 delete durable-1 durable-8 durable-delete; do
-    p=$(echo ${pool[$k]} | median); m=$(echo ${mt[$k]} | median); g=$(echo ${brid[$k]} | median)
-    best=$(( p > m ? p : m ))
+    medians "$k"
     case $k in mixed-4|durable-8) t="-" ;; *) t=">= 0.9" ;; esac
     printf "%-12s %12s %12s %12s %8s %8s\n" "$k" "$p" "$m" "$g" "$(ratio "$g" "$best")" "$t"
 done
@@ -111,8 +116,7 @@ echo "   /proc/PID/task/*/schedstat, the pool baseline, which runs the bridge's 
 echo "   One client waits for each request, so the daemon's CPU before a reply is on its path.)"
 printf "%-15s %9s %9s %9s %11s %9s %9s %9s\n" workload "base us" "bridge us" "extra us" "0.9 allows" "base CPU" "brid CPU" "CPU extra"
 for k in write list read delete durable-1 durable-delete; do
-    p=$(echo ${pool[$k]} | median); m=$(echo ${mt[$k]} | median); g=$(echo ${brid[$k]} | median)
-    best=$(( p > m ? p : m ))
+    medians "$k"
     pc=$(echo ${poolcpu[$k]} | median); gc=$(echo ${bridcpu[$k]} | median)
     awk -v k="$k" -v b="$best" -v g="$g" -v pc="$pc" -v gc="$gc" 'BEGIN {
         tb = 1e6 / b; tg = 1e6 / g
