@@ -119,10 +119,6 @@ public enum Hex {
         return high == nil ? out : nil
     }
 
-    /// Each byte's hex digit value, 0xff for a byte that is not a hex digit (for parsers
-    /// that check a whole field at once).
-    public static let nibbleValues: [UInt8] = (0...255).map { nibble(UInt8($0)) ?? 0xff }
-
     public static func nibble(_ c: UInt8) -> UInt8? {
         switch c {
         case 0x30...0x39: return c - 0x30

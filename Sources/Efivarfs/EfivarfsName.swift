@@ -6,10 +6,14 @@ public enum EfivarfsName {
     public static let nameMax = 255
 
     /// `efivarfs_valid_name`: at least one name byte, '-', and a valid GUID at the end.
-    public static func isValid(_ name: [UInt8]) -> Bool {
-        guard name.count >= guidLength + 2 else { return false }
-        guard name[name.count - guidLength - 1] == UInt8(ascii: "-") else { return false }
-        return EfiGuid.isValidText(name[(name.count - guidLength)...])
+    public static func isValid(_ name: [UInt8]) -> Bool { guid(ofName: name) != nil }
+
+    /// The GUID at the end of a valid name; nil when `isValid` is false. The check and the
+    /// parse are one pass.
+    static func guid(ofName name: [UInt8]) -> EfiGuid? {
+        guard name.count >= guidLength + 2 else { return nil }
+        guard name[name.count - guidLength - 1] == UInt8(ascii: "-") else { return nil }
+        return EfiGuid(utf8: name[(name.count - guidLength)...])
     }
 
     /// The lookup key: the name part exactly, the GUID lower-cased (`efivarfs_d_compare`
@@ -39,9 +43,8 @@ public enum EfivarfsName {
     /// `efivarfs_create`: the EFI name is the file name's bytes widened to CHAR16 (not
     /// UTF-8-decoded), the GUID parsed from the text.
     public static func variableKey(forCreatedName name: [UInt8]) -> VariableKey? {
-        guard isValid(name) else { return nil }
+        guard let guid = guid(ofName: name) else { return nil }
         let namePart = name[..<(name.count - guidLength - 1)]
-        guard let guid = EfiGuid(utf8: name[(name.count - guidLength)...]) else { return nil }
         return VariableKey(guid: guid, name: namePart.map { UInt16($0) })
     }
 

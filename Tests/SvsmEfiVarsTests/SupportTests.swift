@@ -27,6 +27,44 @@ struct SupportTests {
         #expect(EfiGuid(bytes: Hex.decode("61dfe48bca93d211aa0d00e098032b8c")!) == g)
     }
 
+    /// The parser against a reference built another way (Hex.decodeStrict of the digits,
+    /// then the first three fields reversed, as `guid_parse` stores them), for every byte
+    /// value at every one of the 36 positions of a GUID's text: valid exactly when a dash
+    /// position holds '-' and every other position a hex digit of either case.
+    @Test("GUID text: every byte at every position, against a reference parser")
+    func guidTextEveryByte() throws {
+        func reference(_ t: [UInt8]) -> EfiGuid? {
+            guard t.count == 36 else { return nil }
+            for (i, c) in t.enumerated() where [8, 13, 18, 23].contains(i) != (c == UInt8(ascii: "-")) { return nil }
+            let digits = t.enumerated().filter { ![8, 13, 18, 23].contains($0.offset) }.map(\.element)
+            guard digits.allSatisfy({ Hex.nibble($0) != nil }), let text = Hex.decodeStrict(String(decoding: digits, as: UTF8.self)) else { return nil }
+            return EfiGuid(bytes: text[0..<4].reversed() + text[4..<6].reversed() + text[6..<8].reversed() + text[8...])
+        }
+        let base = Array("8be4df61-93ca-11d2-aa0d-00e098032b8c".utf8)
+        let g = try #require(EfiGuid(utf8: base[...]))
+        #expect(g == reference(base) && Hex.encode(g.bytes) == "61dfe48bca93d211aa0d00e098032b8c")
+        var valid = 0
+        for position in 0..<36 {
+            for byte in 0...255 {
+                var t = base
+                t[position] = UInt8(byte)
+                let parsed = EfiGuid(utf8: t[...])
+                #expect(parsed == reference(t), "byte \(byte) at \(position)")
+                if parsed != nil { valid += 1 }
+            }
+        }
+        // 32 digit positions × 22 hex digits (0-9, a-f, A-F) + 4 dash positions × 1.
+        #expect(valid == 32 * 22 + 4)
+        // Every digit value in every place, and round trips through the text form.
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<2000 {
+            let r = EfiGuid(low: rng.next(), high: rng.next())
+            #expect(EfiGuid(r.description) == r)
+            #expect(EfiGuid(r.description.uppercased()) == r)
+            #expect(reference(Array(r.description.utf8)) == r)
+        }
+    }
+
     @Test("gEfiSmmVariableProtocolGuid bytes match the StMM header GUID")
     func smmGuid() {
         #expect(Hex.encode(EfiGuid.smmVariableProtocol.bytes) == "33d532ede69909429cc02d72cdd998a7")
