@@ -42,6 +42,10 @@ find_daemon() {
 }
 # Nanoseconds all of a process's threads have run, user and system together.
 daemon_cpu() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { print s + 0 }'; }
+# count and rate: the operations and the operations per second in a line of load.c's output.
+load_fields() {
+    count=$(echo "$1" | sed -n 's/.* ops=\([0-9]*\).*/\1/p'); rate=$(echo "$1" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p')
+}
 # One workload on the mounted filesystem: "name op/s daemon-CPU-ns-per-operation", per
 # operation load.c made (a listing of the bridge stats its firmware variables too).
 measure() {
@@ -50,7 +54,7 @@ measure() {
     c0=$(daemon_cpu "$dpid")
     out=$("$work/load" "$mnt" "$@"); c1=$(daemon_cpu "$dpid")
     local count rate
-    count=$(echo "$out" | sed -n 's/.* ops=\([0-9]*\).*/\1/p'); rate=$(echo "$out" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p')
+    load_fields "$out"
     echo "$name $rate $(( (c1 - c0) / (count > 0 ? count : 1) ))"
 }
 # keep ARRAY LINE: files a measure line under ARRAY (op/s) and ARRAYcpu (CPU per operation).
@@ -138,7 +142,7 @@ split_measure() {
     shift
     read -r u0 s0 < <(daemon_ticks "$dpid")
     out=$("$work/load" "$mnt" "$@"); read -r u1 s1 < <(daemon_ticks "$dpid")
-    count=$(echo "$out" | sed -n 's/.* ops=\([0-9]*\).*/\1/p'); rate=$(echo "$out" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p')
+    load_fields "$out"
     case $out in *" errors=0 "*) ;; *) echo "FAILED $name: $out"; return ;; esac
     echo "$name $rate $(( (u1 - u0) * tick_us * 1000 / count )) $(( (s1 - s0) * tick_us * 1000 / count ))"
 }
@@ -161,7 +165,7 @@ for r in 1 2 3; do
 done
 echo
 echo "== The CPU per operation split into user and system time (pool baseline; N = $SPLIT_N, medians"
-echo "   of 3 interleaved rounds; from clock ticks, so about 1 us coarse at this N; \"0.9 allows\" is"
+echo "   of 3 interleaved rounds; from clock ticks: one tick is $(awk -v t="$tick_us" -v n="$SPLIT_N" 'BEGIN { printf "%.1f", t / n }') us per operation at this N; \"0.9 allows\" is"
 echo "   a ninth of the baseline's time per operation in these rounds)"
 printf "%-9s %10s %10s %12s %12s %11s %11s %11s\n" workload "base user" "base sys" "bridge user" "bridge sys" "user extra" "sys extra" "0.9 allows"
 for k in write list read delete; do
