@@ -40,13 +40,13 @@ public struct EfiGuid: Hashable, Sendable, CustomStringConvertible, Comparable {
     @inline(__always)
     static func textOrder(_ k: Int) -> Int { k < 4 ? 3 - k : k < 6 ? 9 - k : k < 8 ? 13 - k : k }
 
-    /// `guid_parse` in one pass over the text, no intermediate arrays: every efivarfs
-    /// create, lookup and unlink parses or checks one. The 32 digits are read in text order
-    /// into two numbers, Data1..Data3 and Data4, and put into wire order once at the end:
-    /// a byte-by-byte walk in wire order, through a lookup table, cost about 840
-    /// instructions a GUID (callgrind), a third of an efivarfs lookup.
-    /// Nil unless the text passes `uuid_is_valid`: 36 characters, '-' at 8, 13, 18 and 23,
-    /// a hex digit of either case elsewhere.
+    /// Linux `guid_parse` (lib/uuid.c) in one pass over the text, no intermediate arrays:
+    /// every efivarfs create, lookup and unlink parses or checks one. The 32 digits are read
+    /// in text order into two numbers, Data1..Data3 and Data4, and put into wire order once
+    /// at the end: a byte-by-byte walk in wire order, through a lookup table, cost about 840
+    /// instructions a GUID (callgrind), a third of an efivarfs lookup. Nil unless the text
+    /// passes `uuid_is_valid` (lib/uuid.c): 36 characters, '-' at 8, 13, 18 and 23, a hex
+    /// digit of either case elsewhere.
     static func parse(_ p: UnsafeBufferPointer<UInt8>) -> EfiGuid? {
         guard p.count == 36, p[8] == 0x2d, p[13] == 0x2d, p[18] == 0x2d, p[23] == 0x2d else { return nil }
         var valid = true
