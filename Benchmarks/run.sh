@@ -31,7 +31,9 @@ wait_mount() { for _ in $(seq 200); do grep -q " $mnt " /proc/mounts && return 0
 start_baseline() { "$work/baselinefs" --threads 4 "$@" "$mnt" & wait_mount; find_daemon; }
 start_bridge() { "$bridge" mount "$@" "$mnt"; wait_mount; find_daemon; }
 stop() { fusermount3 -u "$mnt"; for _ in $(seq 100); do grep -q " $mnt " /proc/mounts || break; sleep 0.02; done; sleep 0.1; }
-ops() { "$work/load" "$mnt" "$@" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p'; }
+# The operations per second of one load.c workload on DIR.
+ops_on() { local dir=$1 count rate; shift; load_fields "$("$work/load" "$dir" "$@")"; echo "$rate"; }
+ops() { ops_on "$mnt" "$@"; }
 median() { tr ' ' '\n' | grep -v '^$' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
@@ -199,7 +201,7 @@ for _ in $(seq 200); do grep -q " $small " /proc/mounts && break; sleep 0.02; do
 l10s=""; l1s=""
 for r in $(seq "$RUNS"); do
     l10s+="$(ops list $((N * 10))) "
-    l1s+="$("$work/load" "$small" list "$N" | sed -n 's/.*ops_per_s=\([0-9]*\).*/\1/p') "
+    l1s+="$(ops_on "$small" list "$N") "
 done
 fusermount3 -u "$small"; stop
 l10=$(echo $l10s | median); l1=$(echo $l1s | median)
